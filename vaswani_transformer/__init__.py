@@ -1,0 +1,32 @@
+"""vaswani_transformer: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017) for transformers.
+
+Importing the package registers the configuration, models and tokenizer with the transformers Auto classes, and
+marks them for `register_for_auto_class`, so that `save_pretrained` writes `auto_map` and copies the code files:
+a saved model then loads with `trust_remote_code=True` in a Python where this package is not installed.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+from .configuration_vaswani_transformer import VaswaniTransformerConfig
+from .modeling_vaswani_transformer import (
+    VaswaniTransformerForConditionalGeneration,
+    VaswaniTransformerModel,
+    VaswaniTransformerPreTrainedModel,
+)
+
+
+__all__ = [
+    "VaswaniTransformerConfig",
+    "VaswaniTransformerForConditionalGeneration",
+    "VaswaniTransformerModel",
+    "VaswaniTransformerPreTrainedModel",
+]
+
+__version__ = "0.1.0"
+
+AutoConfig.register(VaswaniTransformerConfig.model_type, VaswaniTransformerConfig, exist_ok=True)
+AutoModel.register(VaswaniTransformerConfig, VaswaniTransformerModel, exist_ok=True)
+AutoModelForSeq2SeqLM.register(VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration, exist_ok=True)
+VaswaniTransformerConfig.register_for_auto_class()
+VaswaniTransformerModel.register_for_auto_class("AutoModel")
+VaswaniTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
