@@ -25,25 +25,30 @@ POSITIONAL_ENCODING_LAYOUTS = ("interleaved", "concatenated")
 class VaswaniTransformerConfig(PreTrainedConfig):
     r"""Hyper-parameters of the encoder-decoder Transformer (§3, Table 3).
 
-    | field | paper | meaning |
-    |---|---|---|
-    | `vocab_size` | - | size of the shared source/target BPE vocabulary (§5.1; 37000 for EN-DE) |
-    | `d_model` | d_model | width of every sub-layer output and of the embeddings (§3.1; 512 base, 1024 big) |
-    | `encoder_layers`, `decoder_layers` | N | number of identical layers in each stack (§3.1; 6) |
-    | `encoder_attention_heads`, `decoder_attention_heads` | h | parallel attention heads (§3.2.2; 8 base, 16 big) |
-    | `encoder_ffn_dim`, `decoder_ffn_dim` | d_ff | inner width of the position-wise feed-forward (§3.3, Eq. 2) |
-    | `dropout` | P_drop | dropout on each sub-layer output and on the embedding + positional-encoding sums (§5.4) |
-    | `attention_dropout` | - | dropout on the attention weights (not in the paper; tensor2tensor option; 0.0) |
-    | `activation_dropout` | - | dropout after the ReLU of Eq. 2 (not in the paper; tensor2tensor option; 0.0) |
-    | `activation_function` | max(0, x) | activation of Eq. 2 ("relu" in the paper; any key of `ACT2FN`) |
-    | `max_position_embeddings` | - | positions precomputed for the sinusoidal encoding; longer inputs still work (§3.5) |
-    | `scale_embedding` | sqrt(d_model) | multiply embeddings by sqrt(d_model) (§3.4) |
-    | `tie_word_embeddings` | - | the pre-softmax projection shares the embedding matrix (§3.4). The source and target embeddings are always one matrix (shared vocabulary, §3.4, §5.1) |
-    | `label_smoothing` | eps_ls | label smoothing of the training loss (§5.4; 0.1) |
-    | `layer_norm_position` | - | "post": LayerNorm(x + Sublayer(x)), the paper (§3.1); "pre": x + Sublayer(LayerNorm(x)), tensor2tensor/fairseq `normalize_before` |
-    | `positional_encoding_layout` | PE | "interleaved": PE(pos, 2i) = sin, PE(pos, 2i+1) = cos, the paper (§3.5); "concatenated": [sin | cos], tensor2tensor/fairseq/Marian |
-    | `layer_norm_eps` | - | epsilon of every LayerNorm (not stated in the paper; 1e-5 as in fairseq and Marian) |
-    | `init_std` | - | if set, Linear weights ~ N(0, init_std); if None, Xavier-uniform (tensor2tensor, fairseq) |
+    Each field, its symbol in the paper, and its meaning:
+
+    - `vocab_size`: size of the shared source/target BPE vocabulary (§5.1; 37000 for EN-DE).
+    - `d_model` (d_model): width of every sub-layer output and of the embeddings (§3.1; 512 base, 1024 big).
+    - `encoder_layers`, `decoder_layers` (N): identical layers in each stack (§3.1; 6).
+    - `encoder_attention_heads`, `decoder_attention_heads` (h): parallel attention heads (§3.2.2; 8 base, 16 big).
+    - `encoder_ffn_dim`, `decoder_ffn_dim` (d_ff): inner width of the position-wise feed-forward (§3.3, Eq. 2).
+    - `dropout` (P_drop): dropout on each sub-layer output and on the embedding + encoding sums (§5.4).
+    - `attention_dropout`: dropout on the attention weights (not in the paper; a tensor2tensor option; 0.0).
+    - `activation_dropout`: dropout after the activation of Eq. 2 (not in the paper; tensor2tensor; 0.0).
+    - `activation_function` (max(0, x) in Eq. 2): "relu" in the paper; any key of `transformers.ACT2FN`.
+    - `max_position_embeddings`: positions precomputed for the sinusoidal encoding; longer inputs still work (§3.5).
+    - `scale_embedding` (sqrt(d_model)): multiply embeddings by sqrt(d_model) (§3.4).
+    - `tie_word_embeddings`: one matrix for the source embedding, the target embedding and the pre-softmax
+      projection (§3.4); False gives three separate matrices.
+    - `label_smoothing` (eps_ls): label smoothing of the training loss (§5.4; 0.1).
+    - `layer_norm_position`: "post", LayerNorm(x + Sublayer(x)), the paper (§3.1); "pre",
+      x + Sublayer(LayerNorm(x)), the tensor2tensor/fairseq `normalize_before` variant.
+    - `positional_encoding_layout` (PE): "interleaved", PE(pos, 2i) = sin and PE(pos, 2i+1) = cos, the paper
+      (§3.5); "concatenated", [sin | cos], as tensor2tensor, fairseq and Marian (needed to import their weights).
+    - `layer_norm_eps`: epsilon of every LayerNorm (not stated in the paper; 1e-5 as fairseq and Marian).
+    - `init_std`: if set, projection weights ~ N(0, init_std); if None, Xavier-uniform (tensor2tensor, fairseq).
+    - `pad_token_id`, `bos_token_id`, `eos_token_id`, `decoder_start_token_id`: `<pad>`=0, `<s>`=1, `</s>`=2;
+      the decoder starts from `<s>`.
 
     Raises:
         ValueError: naming the offending values, when `d_model` is not divisible by a head count, a size is not

@@ -351,7 +351,7 @@ class VaswaniTransformerDecoderLayer(VaswaniTransformerLayer):
         past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        """`(batch, tgt_len, d_model)` and encoder output `(batch, src_len, d_model)` -> `(batch, tgt_len, d_model)`."""
+        """`(batch, tgt_len, d_model)`, encoder output `(batch, src_len, d_model)` -> `(batch, tgt_len, d_model)`."""
 
         def masked_self_attention(states: torch.Tensor) -> torch.Tensor:
             return self.self_attn(states, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)[0]
