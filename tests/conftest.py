@@ -23,3 +23,50 @@ def multi30k_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return MULTI30K_DIR
+
+
+def read_multi30k(directory: Path, split: str, lang: str, limit: int | None = None) -> list[str]:
+    """The first `limit` lines of `{split}.{lang}.gz`, newline stripped (a test helper, not the training reader)."""
+    import gzip
+    import itertools
+
+    with gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in itertools.islice(handle, limit)]
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(multi30k_dir):
+    """A 1000-token shared BPE vocabulary learnt from 4000 EN+DE training sentences of Multi30k."""
+    from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+
+    texts = read_multi30k(multi30k_dir, "train", "en", 2000) + read_multi30k(multi30k_dir, "train", "de", 2000)
+    return VaswaniTransformerTokenizerFast.train_from_iterator(texts, vocab_size=1000)
+
+
+@pytest.fixture(scope="session")
+def real_sentences(multi30k_dir) -> dict[str, list[str]]:
+    """Eight real EN->DE sentence pairs from Multi30k test_2016_flickr, of different lengths."""
+    return {
+        "en": read_multi30k(multi30k_dir, "test_2016_flickr", "en", 8),
+        "de": read_multi30k(multi30k_dir, "test_2016_flickr", "de", 8),
+    }
+
+
+def tiny_config(**overrides):
+    """The suite's tiny model: d_model 16, 2 + 2 layers, 4 heads, d_ff 32, no dropout unless overridden."""
+    from vaswani_transformer import VaswaniTransformerConfig
+
+    values = dict(
+        vocab_size=1000,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        dropout=0.0,
+        max_position_embeddings=64,
+    )
+    values.update(overrides)
+    return VaswaniTransformerConfig(**values)

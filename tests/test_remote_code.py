@@ -1,0 +1,71 @@
+"""A saved model loads with `trust_remote_code=True` in a Python that cannot import `vaswani_transformer`."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import torch
+from conftest import tiny_config
+
+from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+
+
+# Runs in a fresh interpreter: `sys.modules[name] = None` makes every `import vaswani_transformer` fail, so all
+# code must come from the files that `save_pretrained` copied next to the weights.
+LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+    """
+    import sys
+    sys.modules["vaswani_transformer"] = None
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    model_dir, inputs_file = sys.argv[1], sys.argv[2]
+    try:
+        import vaswani_transformer  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the package is importable; the test would prove nothing")
+    inputs = torch.load(inputs_file)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    assert AutoConfig.from_pretrained(model_dir, trust_remote_code=True).model_type == "vaswani_transformer"
+    with torch.no_grad():
+        logits = model(**inputs["forward"]).logits
+        generated = model.generate(**inputs["generate"])
+    torch.save({"logits": logits, "generated": generated}, inputs_file + ".out")
+    """
+)
+
+
+def test_remote_code_load_without_the_package(tmp_path):
+    torch.manual_seed(0)
+    model = VaswaniTransformerForConditionalGeneration(tiny_config()).eval()
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    # The checkout's own package must not be reachable: work from a copy, in a directory outside the repository.
+    workdir = tmp_path / "elsewhere"
+    shutil.copytree(model_dir, workdir / "model")
+    source = torch.randint(4, 1000, (2, 7))
+    inputs = {
+        "forward": {"input_ids": source, "decoder_input_ids": source[:, :5]},
+        "generate": {"input_ids": source, "num_beams": 4, "max_new_tokens": 6},
+    }
+    torch.save(inputs, workdir / "inputs.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, "model", "inputs.pt"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(workdir / "inputs.pt.out")
+    with torch.no_grad():
+        torch.testing.assert_close(remote["logits"], model(**inputs["forward"]).logits, rtol=0, atol=0)
+        assert torch.equal(remote["generated"], model.generate(**inputs["generate"]))
