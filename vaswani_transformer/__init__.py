@@ -5,7 +5,7 @@ marks them for `register_for_auto_class`, so that `save_pretrained` writes `auto
 a saved model then loads with `trust_remote_code=True` in a Python where this package is not installed.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from .configuration_vaswani_transformer import VaswaniTransformerConfig
 from .modeling_vaswani_transformer import (
@@ -13,6 +13,7 @@ from .modeling_vaswani_transformer import (
     VaswaniTransformerModel,
     VaswaniTransformerPreTrainedModel,
 )
+from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "VaswaniTransformerForConditionalGeneration",
     "VaswaniTransformerModel",
     "VaswaniTransformerPreTrainedModel",
+    "VaswaniTransformerTokenizerFast",
 ]
 
 __version__ = "0.1.0"
@@ -27,6 +29,8 @@ __version__ = "0.1.0"
 AutoConfig.register(VaswaniTransformerConfig.model_type, VaswaniTransformerConfig, exist_ok=True)
 AutoModel.register(VaswaniTransformerConfig, VaswaniTransformerModel, exist_ok=True)
 AutoModelForSeq2SeqLM.register(VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration, exist_ok=True)
+AutoTokenizer.register(VaswaniTransformerConfig, tokenizer_class=VaswaniTransformerTokenizerFast, exist_ok=True)
 VaswaniTransformerConfig.register_for_auto_class()
 VaswaniTransformerModel.register_for_auto_class("AutoModel")
 VaswaniTransformerForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+VaswaniTransformerTokenizerFast.register_for_auto_class("AutoTokenizer")

@@ -1,0 +1,111 @@
+"""Encoding throughput of `VaswaniTransformerTokenizerFast.__call__` versus the bare `tokenizers.Tokenizer`.
+
+    python benchmarks/tokenizer_throughput.py [--data_dir DIR] [--tokenizer_dir DIR] [--repeats 5]
+
+Texts: the Multi30k train split, English and German (29,000 + 29,000 = 58,000 sentences). All contenders encode the
+same texts with the same `tokenizer.json` (post-processor included, so each sequence ends with `</s>`):
+
+- wrapper: `tokenizer(texts)`, batched, no padding, Python lists of `input_ids` and `attention_mask` out;
+- bare: `Tokenizer.encode_batch(texts)`, which returns Rust `Encoding` objects and converts nothing;
+- bare + lists: `encode_batch` followed by reading `.ids` and `.attention_mask` of each encoding, i.e. the same
+  Python output as the wrapper (what a training loop actually needs).
+
+One warm-up round, then `--repeats` rounds; each round runs the contenders one after the other (interleaved, so
+load from other processes on a shared machine hits all alike); the median per contender is reported. Prints a
+table and the ratios, writes `benchmarks/results/tokenizer_<hostname>.json`. Without `--tokenizer_dir`, trains an
+8000-token tokenizer on the same texts first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as `python benchmarks/tokenizer_throughput.py`
+
+import tokenizers  # noqa: E402
+import transformers  # noqa: E402
+
+from training.data import default_data_dir, iter_texts, load_parallel_dataset  # noqa: E402
+from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast  # noqa: E402
+
+
+def time_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """One warm-up round, then `repeats` rounds of running every contender once; wall times in seconds."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_index in range(repeats + 1):
+        for name, function in contenders.items():
+            start = time.perf_counter()
+            function()
+            if round_index > 0:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", default=str(default_data_dir()))
+    parser.add_argument("--tokenizer_dir", default=None, help="A saved tokenizer; default: train 8000 tokens.")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    raw = load_parallel_dataset("en", "de", data_dir=args.data_dir, splits={"train": "train"})["train"]
+    texts = list(iter_texts(raw, ("en", "de")))
+    if args.tokenizer_dir is None:
+        tokenizer = VaswaniTransformerTokenizerFast.train_from_iterator(texts, 8000)
+    else:
+        tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(args.tokenizer_dir)
+    bare = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    assert tokenizer(texts[:100])["input_ids"] == [encoding.ids for encoding in bare.encode_batch(texts[:100])]
+
+    contenders = {
+        "wrapper: VaswaniTransformerTokenizerFast.__call__": lambda: tokenizer(texts),
+        "bare: Tokenizer.encode_batch": lambda: bare.encode_batch(texts),
+        "bare + lists: encode_batch, .ids, .attention_mask": lambda: [
+            (encoding.ids, encoding.attention_mask) for encoding in bare.encode_batch(texts)
+        ],
+    }
+    times = time_interleaved(contenders, args.repeats)
+    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
+    wrapper_s, bare_s, bare_lists_s = medians.values()
+    print(f"{len(texts)} sentences (Multi30k train en + de), median of {args.repeats} rounds after 1 warm-up round")
+    print(f"{'encoder':<52} {'seconds':>8} {'sentences/s':>12}")
+    for name, seconds in medians.items():
+        print(f"{name:<52} {seconds:>8.3f} {len(texts) / seconds:>12,.0f}")
+    print(f"time ratio wrapper / bare:         {wrapper_s / bare_s:.3f}")
+    print(f"time ratio wrapper / bare + lists: {wrapper_s / bare_lists_s:.3f} (goal <= 1.2)")
+
+    result = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "tokenizers": tokenizers.__version__,
+        "transformers": transformers.__version__,
+        "num_sentences": len(texts),
+        "vocab_size": len(tokenizer),
+        "repeats": args.repeats,
+        "seconds": times,
+        "median_seconds": medians,
+        "sentences_per_s": {name: len(texts) / seconds for name, seconds in medians.items()},
+        "ratio_wrapper_over_bare": wrapper_s / bare_s,
+        "ratio_wrapper_over_bare_with_lists": wrapper_s / bare_lists_s,
+    }
+    out = REPO_ROOT / "benchmarks" / "results" / f"tokenizer_{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

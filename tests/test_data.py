@@ -1,0 +1,192 @@
+"""Reading parallel text (`training/data.py`): the real Multi30k folder, JSON lines, and every error path."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import datasets
+import pytest
+
+from training.data import DEFAULT_SPLITS, default_data_dir, iter_texts, load_parallel_dataset, read_lines
+
+
+def _first_and_last_line(path: Path) -> tuple[str, str]:
+    with gzip.open(path, "rt", encoding="utf-8", newline="\n") as handle:
+        lines = handle.read().split("\n")
+    return lines[0], lines[-2] if lines[-1] == "" else lines[-1]
+
+
+def _write(path: Path, lines: list[str] | bytes) -> Path:
+    data = lines if isinstance(lines, bytes) else "".join(f"{line}\n" for line in lines).encode("utf-8")
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("source_lang, target_lang", [("en", "de"), ("fr", "cs")])
+def test_multi30k_splits_rows_and_first_lines(multi30k_dir, source_lang, target_lang):
+    raw = load_parallel_dataset(source_lang, target_lang, data_dir=multi30k_dir)
+    assert {split: len(raw[split]) for split in raw} == {"train": 29000, "validation": 1014, "test": 1000}
+    for split, stem in DEFAULT_SPLITS.items():
+        assert raw[split].column_names == ["translation"]
+        for lang in (source_lang, target_lang):
+            first, last = _first_and_last_line(multi30k_dir / f"{stem}.{lang}.gz")
+            assert raw[split][0]["translation"][lang] == first
+            assert raw[split][-1]["translation"][lang] == last
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("VASWANI_DATA_DIR", str(tmp_path))
+    assert default_data_dir() == tmp_path / "multi30k"
+    monkeypatch.delenv("VASWANI_DATA_DIR")
+    assert default_data_dir() == Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "multi30k"
+
+
+def test_iter_texts_yields_both_sides_row_by_row(multi30k_dir):
+    raw = load_parallel_dataset("en", "de", data_dir=multi30k_dir)["validation"]
+    texts = list(iter_texts(raw, ("en", "de"), batch_size=100))
+    pairs = raw["translation"]
+    assert len(texts) == 2 * len(raw)
+    assert texts[0::2] == [pair["en"] for pair in pairs] and texts[1::2] == [pair["de"] for pair in pairs]
+    assert list(iter_texts(raw.select(range(2)), ("de",))) == [pairs[0]["de"], pairs[1]["de"]]
+    with pytest.raises(ValueError, match="'fr'"):
+        next(iter_texts(raw, ("fr",)))
+
+
+def test_lines_are_kept_exactly(tmp_path):
+    source = ["", "  spaces  ", "line\u2028separator", "tab\there", "crlf", "x\x0cy\x1cz"]
+    target = ["leer", "b", "c", "d", "e", "f"]
+    _write(tmp_path / "train.en", source[:4] + ["crlf\r"] + source[5:])  # plain file, one CRLF line ending
+    _write(tmp_path / "train.de.gz", target)
+    raw = load_parallel_dataset("en", "de", data_dir=tmp_path)
+    assert list(raw) == ["train"]  # validation and test files absent: not in the result
+    assert [pair["en"] for pair in raw["train"]["translation"]] == source
+    assert [pair["de"] for pair in raw["train"]["translation"]] == target
+
+
+def test_custom_splits(tmp_path):
+    _write(tmp_path / "corpus.en", ["a"])
+    _write(tmp_path / "corpus.de", ["b"])
+    _write(tmp_path / "newstest.en", ["c", "d"])
+    _write(tmp_path / "newstest.de", ["e", "f"])
+    raw = load_parallel_dataset("en", "de", data_dir=tmp_path, splits={"train": "corpus", "test": "newstest"})
+    assert {split: len(dataset) for split, dataset in raw.items()} == {"train": 1, "test": 2}
+
+
+def test_mismatched_line_counts(tmp_path):
+    source = _write(tmp_path / "train.en.gz", ["a", "b", "c"])
+    target = _write(tmp_path / "train.de", ["x", "y"])
+    with pytest.raises(ValueError, match="line counts differ") as error:
+        load_parallel_dataset("en", "de", data_dir=tmp_path)
+    assert all(part in str(error.value) for part in (str(source), str(target), "3 lines", "2 lines"))
+
+
+@pytest.mark.parametrize("name", ["train.de", "train.de.gz"])
+def test_non_utf8_names_file_and_line(tmp_path, name):
+    _write(tmp_path / "train.en", ["a", "b", "c"])
+    bad = _write(tmp_path / name, "gut\nauch gut\nschlecht \xe4\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="line 3 is not valid UTF-8") as error:
+        load_parallel_dataset("en", "de", data_dir=tmp_path)
+    assert str(bad) in str(error.value)
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: line 3")):
+        read_lines(bad)
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_dir not found"):
+        load_parallel_dataset("en", "de", data_dir=tmp_path / "nowhere")
+    _write(tmp_path / "val.en", ["a"])
+    _write(tmp_path / "val.de", ["b"])
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "train.en"))):
+        load_parallel_dataset("en", "de", data_dir=tmp_path)
+    _write(tmp_path / "train.en", ["a"])
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "train.de"))):
+        load_parallel_dataset("en", "de", data_dir=tmp_path)
+    _write(tmp_path / "train.de", ["b"])
+    _write(tmp_path / "test_2016_flickr.de", ["b"])
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "test_2016_flickr.en"))):
+        load_parallel_dataset("en", "de", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "missing.en"))):
+        read_lines(tmp_path / "missing.en")
+
+
+def test_plain_and_gz_of_the_same_file_is_ambiguous(tmp_path):
+    _write(tmp_path / "train.en", ["a"])
+    _write(tmp_path / "train.en.gz", ["a"])
+    _write(tmp_path / "train.de", ["b"])
+    with pytest.raises(ValueError, match="both .*train.en and .*train.en.gz"):
+        load_parallel_dataset("en", "de", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "sources, named",
+    [
+        ({}, "got none"),
+        ({"data_dir": "d", "train_file": "t.jsonl"}, "got data_dir, train_file"),
+        ({"data_dir": "d", "dataset_name": "wmt14"}, "got data_dir, dataset_name"),
+        ({"validation_file": "v.jsonl", "dataset_name": "wmt14"}, "got train_file/validation_file/test_file, dat"),
+    ],
+)
+def test_exactly_one_source_kind(sources, named):
+    with pytest.raises(ValueError, match="exactly one source") as error:
+        load_parallel_dataset("en", "de", **sources)
+    assert named in str(error.value)
+
+
+def test_same_language_is_an_error(multi30k_dir):
+    with pytest.raises(ValueError, match="must differ"):
+        load_parallel_dataset("en", "en", data_dir=multi30k_dir)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_json_lines(tmp_path):
+    train_rows = [{"translation": {"en": f"Dog {i}.", "de": f"Hund {i}.", "fr": "Chien."}, "id": i} for i in range(5)]
+    train = _write_jsonl(tmp_path / "train.jsonl", train_rows)
+    validation = _write_jsonl(tmp_path / "valid.json", [{"translation": {"de": "Katze \u00e4 ", "en": " Cat"}}])
+    raw = load_parallel_dataset("en", "de", train_file=str(train), validation_file=str(validation))
+    assert list(raw) == ["train", "validation"]
+    assert raw["train"].column_names == ["translation"]
+    assert [row["translation"]["de"] for row in raw["train"]] == [f"Hund {i}." for i in range(5)]
+    assert raw["validation"][0]["translation"]["en"] == " Cat"
+    assert list(iter_texts(raw["validation"], ("en", "de"))) == [" Cat", "Katze \u00e4 "]
+
+
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ({"translation": {"en": "Dog."}}, "row 3 has no 'de' text"),
+        ({"translation": {"en": "Dog.", "de": None}}, "row 3 has no 'de' text"),
+        ({"text": "Dog."}, "row 3 has no 'translation' dict"),
+    ],
+    ids=["missing_language", "null_text", "no_translation"],
+)
+def test_json_lines_bad_rows(tmp_path, bad_row, message):
+    good = {"translation": {"en": "Cat.", "de": "Katze."}}
+    path = _write_jsonl(tmp_path / "train.jsonl", [good, good, bad_row, good])
+    with pytest.raises(ValueError, match=message) as error:
+        load_parallel_dataset("en", "de", train_file=str(path))
+    assert str(path) in str(error.value)
+
+
+def test_json_lines_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "absent.jsonl"))):
+        load_parallel_dataset("en", "de", train_file=str(tmp_path / "absent.jsonl"))
+
+
+def test_dataset_name_from_a_local_folder(tmp_path):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    _write_jsonl(folder / "train.jsonl", [{"translation": {"en": "Cat.", "de": "Katze."}, "extra": 1}] * 3)
+    _write_jsonl(folder / "test.jsonl", [{"translation": {"en": "Dog.", "de": "Hund."}}])
+    raw = load_parallel_dataset("en", "de", dataset_name=str(folder))
+    assert isinstance(raw, datasets.DatasetDict)
+    assert {split: len(dataset) for split, dataset in raw.items()} == {"train": 3, "test": 1}
+    assert raw["test"].column_names == ["translation"] and raw["test"][0]["translation"]["de"] == "Hund."

@@ -1,0 +1,1 @@
+"""Training scripts and helpers (data, tokenizer, recipe, loop); not part of the installed package."""

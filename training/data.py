@@ -1,0 +1,264 @@
+"""Reading parallel text: the one place that loads sentence pairs, for tokenizer training and model training alike.
+
+Three kinds of source, exactly one per call (the flags of transformers' `run_translation_no_trainer.py`):
+
+- `data_dir`: a folder of line-aligned plain-text files `{split}.{lang}` or `{split}.{lang}.gz` (Multi30k, the WMT
+  `newstest` files after `sacrebleu --echo`), one sentence per line, UTF-8;
+- `train_file` / `validation_file` / `test_file`: JSON lines, one `{"translation": {"en": ..., "de": ...}}` a line;
+- `dataset_name` (+ `dataset_config_name`): any dataset `datasets.load_dataset` can open with a `translation`
+  column, e.g. `wmt14` `de-en` (the paper's data, §5.1).
+
+Every kind gives a `datasets.DatasetDict` with the splits "train", "validation", "test" that exist and one column
+"translation" = {source_lang: str, target_lang: str}. Lines are never dropped or changed here; filtering empty or
+over-long pairs is the training code's job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import datasets
+
+
+__all__ = ["DEFAULT_SPLITS", "default_data_dir", "iter_texts", "load_parallel_dataset", "read_lines"]
+
+# Our split name -> the file-name stem of that split in a data_dir (Multi30k's names; test = Flickr test 2016).
+DEFAULT_SPLITS = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    """The Multi30k folder: `$VASWANI_DATA_DIR/multi30k`, by default `<repo>/../shared/data/multi30k`.
+
+    Returns:
+        The path (not checked for existence); the same rule as the `multi30k_dir` test fixture.
+    """
+    return Path(os.environ.get("VASWANI_DATA_DIR", REPO_ROOT.parent / "shared" / "data")) / "multi30k"
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Read a plain or gzip-compressed (`.gz`) UTF-8 text file strictly, one string per line.
+
+    Lines are split on "\\n" only (not on the other Unicode line breaks that `str.splitlines` knows); the "\\n"
+    and a "\\r" before it are removed; nothing else is changed, empty lines are kept.
+
+    Args:
+        path: the file; a name ending in ".gz" is decompressed.
+
+    Returns:
+        The lines, in file order (a final "\\n" does not add an empty line).
+
+    Raises:
+        FileNotFoundError: if `path` does not exist (the message names it).
+        ValueError: on a byte sequence that is not UTF-8, naming the file and the 1-based line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"parallel-text file not found: {path}")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    lines = []
+    with opener(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8", errors="strict")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}: line {line_number} is not valid UTF-8 (bytes {raw[error.start : error.end]!r} "
+                    f"at byte offset {error.start} of the line: {error.reason})"
+                ) from error
+            lines.append(text.removesuffix("\n").removesuffix("\r"))
+    return lines
+
+
+def _split_file(data_dir: Path, stem: str, lang: str) -> Path | None:
+    """The file `{stem}.{lang}` or `{stem}.{lang}.gz` in `data_dir`, None if neither exists.
+
+    Raises:
+        ValueError: if both exist (which one to read would be a guess).
+    """
+    plain, packed = data_dir / f"{stem}.{lang}", data_dir / f"{stem}.{lang}.gz"
+    if plain.is_file() and packed.is_file():
+        raise ValueError(f"both {plain} and {packed} exist; keep one")
+    return plain if plain.is_file() else packed if packed.is_file() else None
+
+
+def _translation_features(source_lang: str, target_lang: str) -> datasets.Features:
+    return datasets.Features({"translation": datasets.Translation(languages=[source_lang, target_lang])})
+
+
+def _load_split_from_dir(data_dir: Path, stem: str, source_lang: str, target_lang: str) -> datasets.Dataset | None:
+    """One split of a data_dir as a Dataset, or None if neither language file of the split exists.
+
+    Raises:
+        FileNotFoundError: if only one of the two language files exists (names the missing path).
+        ValueError: if the two files have different line counts (names both files and counts), or on bad UTF-8.
+    """
+    source_file = _split_file(data_dir, stem, source_lang)
+    target_file = _split_file(data_dir, stem, target_lang)
+    if source_file is None and target_file is None:
+        return None
+    if source_file is None or target_file is None:
+        lang = source_lang if source_file is None else target_lang
+        raise FileNotFoundError(f"parallel-text file not found: {data_dir / f'{stem}.{lang}'}[.gz]")
+    sources, targets = read_lines(source_file), read_lines(target_file)
+    if len(sources) != len(targets):
+        raise ValueError(
+            f"line counts differ: {source_file} has {len(sources)} lines, {target_file} has {len(targets)} lines"
+        )
+    pairs = [{source_lang: source, target_lang: target} for source, target in zip(sources, targets, strict=True)]
+    return datasets.Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
+
+
+def _load_from_dir(
+    data_dir: str | os.PathLike, splits: dict[str, str], source_lang: str, target_lang: str
+) -> datasets.DatasetDict:
+    """All splits of `splits` found in `data_dir`; "train" must exist if it is asked for."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data_dir not found: {data_dir}")
+    result = {}
+    for split, stem in splits.items():
+        dataset = _load_split_from_dir(data_dir, stem, source_lang, target_lang)
+        if dataset is None and split == "train":
+            raise FileNotFoundError(f"parallel-text file not found: {data_dir / f'{stem}.{source_lang}'}[.gz]")
+        if dataset is not None:
+            result[split] = dataset
+    return datasets.DatasetDict(result)
+
+
+def _validate_translations(dataset: datasets.Dataset, languages: Sequence[str], origin: str) -> None:
+    """Check that every row has a `translation` dict holding a string for each language.
+
+    Raises:
+        ValueError: naming `origin` (file or dataset) and the 1-based row of the first bad row.
+    """
+    if "translation" not in dataset.column_names:
+        raise ValueError(f"{origin}: no 'translation' column (columns: {dataset.column_names})")
+    for row, pair in enumerate(dataset["translation"], start=1):
+        if not isinstance(pair, dict):
+            raise ValueError(f"{origin}: row {row} has no 'translation' dict (found {pair!r})")
+        for lang in languages:
+            if not isinstance(pair.get(lang), str):
+                raise ValueError(f"{origin}: row {row} has no {lang!r} text in 'translation' (found {pair!r})")
+
+
+def _load_from_json(files: dict[str, str], source_lang: str, target_lang: str) -> datasets.DatasetDict:
+    """JSON-lines files (split -> path) through `datasets.load_dataset("json")`, validated row by row."""
+    for path in files.values():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"JSON-lines file not found: {path}")
+    raw = datasets.load_dataset("json", data_files={split: str(path) for split, path in files.items()})
+    for split, dataset in raw.items():
+        _validate_translations(dataset, (source_lang, target_lang), files[split])
+    return datasets.DatasetDict({split: raw[split].select_columns(["translation"]) for split in files})
+
+
+def _load_from_hub(
+    dataset_name: str, dataset_config_name: str | None, source_lang: str, target_lang: str
+) -> datasets.DatasetDict:
+    """A `datasets.load_dataset(dataset_name, dataset_config_name)` dataset, keeping train/validation/test."""
+    raw = datasets.load_dataset(dataset_name, dataset_config_name)
+    result = {}
+    for split in ("train", "validation", "test"):
+        if split in raw:
+            _validate_translations(raw[split], (source_lang, target_lang), f"{dataset_name} [{split}]")
+            result[split] = raw[split].select_columns(["translation"])
+    return datasets.DatasetDict(result)
+
+
+def load_parallel_dataset(
+    source_lang: str,
+    target_lang: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    splits: dict[str, str] | None = None,
+) -> datasets.DatasetDict:
+    """Load sentence pairs from exactly one source kind: a data_dir, JSON-lines files, or a `datasets` dataset.
+
+    Args:
+        source_lang, target_lang: language codes, the file suffixes / `translation` keys (e.g. "en", "de").
+        data_dir: folder of line-aligned files `{split}.{lang}` or `{split}.{lang}.gz` (UTF-8, one sentence a line).
+        train_file, validation_file, test_file: JSON-lines files, one `{"translation": {lang: text, ...}}` a line.
+        dataset_name, dataset_config_name: a dataset for `datasets.load_dataset` (Hub name or local path).
+        splits: for data_dir only, our split name -> file stem (default `DEFAULT_SPLITS`: train, val,
+            test_2016_flickr).
+
+    Returns:
+        A `datasets.DatasetDict` with those of "train", "validation", "test" that exist, each with one column
+        "translation" = {source_lang: str, target_lang: str}, one row per line / record, none dropped.
+
+    Raises:
+        ValueError: no source or more than one source kind (names the arguments); source_lang == target_lang;
+            two files of a split with different line counts (names both files and counts); a non-UTF-8 byte
+            (names the file and 1-based line); a JSON row without a `translation` dict holding both languages
+            (names the file and 1-based row).
+        FileNotFoundError: a missing data_dir, train file, one of a split's two language files, or JSON file
+            (names the path).
+    """
+    json_files = {
+        split: path
+        for split, path in (("train", train_file), ("validation", validation_file), ("test", test_file))
+        if path is not None
+    }
+    given = [
+        name
+        for name, present in (
+            ("data_dir", data_dir is not None),
+            ("train_file/validation_file/test_file", bool(json_files)),
+            ("dataset_name", dataset_name is not None),
+        )
+        if present
+    ]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one source of parallel text: data_dir, train_file/validation_file/test_file or "
+            f"dataset_name (got {', '.join(given) if given else 'none'})"
+        )
+    if source_lang == target_lang:
+        raise ValueError(f"source_lang and target_lang must differ (both are {source_lang!r})")
+    if splits is not None and data_dir is None:
+        raise ValueError("splits applies to data_dir only")
+    if dataset_config_name is not None and dataset_name is None:
+        raise ValueError("dataset_config_name needs dataset_name")
+    if data_dir is not None:
+        return _load_from_dir(data_dir, splits or DEFAULT_SPLITS, source_lang, target_lang)
+    if json_files:
+        return _load_from_json(json_files, source_lang, target_lang)
+    return _load_from_hub(dataset_name, dataset_config_name, source_lang, target_lang)
+
+
+def iter_texts(
+    dataset: datasets.Dataset | datasets.IterableDataset, languages: Sequence[str], batch_size: int = 1000
+) -> Iterator[str]:
+    """Yield the text of every requested side of every pair, row by row (for joint BPE training, §5.1).
+
+    Args:
+        dataset: one split with a "translation" column.
+        languages: the sides to yield, in this order within each row (e.g. ("en", "de")).
+        batch_size: rows read from Arrow at a time (a speed setting, no effect on the output).
+
+    Returns:
+        An iterator over `len(dataset) * len(languages)` strings: row 0 in each language, then row 1, ...
+
+    Raises:
+        ValueError: if `languages` is empty, or a row lacks one of them (names the language and the row).
+    """
+    if not languages:
+        raise ValueError("languages must name at least one language")
+    row = 0
+    for batch in dataset.iter(batch_size=batch_size):
+        for pair in batch["translation"]:
+            for lang in languages:
+                text = pair.get(lang) if isinstance(pair, dict) else None
+                if not isinstance(text, str):
+                    raise ValueError(f"row {row + 1} has no {lang!r} text in 'translation' (found {pair!r})")
+                yield text
+            row += 1
