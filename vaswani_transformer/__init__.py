@@ -13,15 +13,18 @@ from .modeling_vaswani_transformer import (
     VaswaniTransformerModel,
     VaswaniTransformerPreTrainedModel,
 )
+from .pipeline_translation import TranslationPipeline, save_translation_pipeline
 from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 
 
 __all__ = [
+    "TranslationPipeline",
     "VaswaniTransformerConfig",
     "VaswaniTransformerForConditionalGeneration",
     "VaswaniTransformerModel",
     "VaswaniTransformerPreTrainedModel",
     "VaswaniTransformerTokenizerFast",
+    "save_translation_pipeline",
 ]
 
 __version__ = "0.1.0"

@@ -736,6 +736,19 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
             encoder_attentions=outputs.encoder_attentions,
         )
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, also recording the translation pipeline in `config.custom_pipelines`.
+
+        transformers copies the files this module imports (relatively, even inside a function) next to the weights,
+        so `pipeline("translation", model=save_directory, trust_remote_code=True)` works on transformers 5.x, whose
+        built-in "translation" task is gone. Imported here, not at the top, so that loading a model does not import
+        transformers' pipelines.
+        """
+        from .pipeline_translation import translation_custom_pipelines
+
+        self.config.custom_pipelines = translation_custom_pipelines()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """`(batch, tgt_len)` labels -> decoder inputs, for `DataCollatorForSeq2Seq(model=...)`."""
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)

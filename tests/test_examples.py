@@ -1,0 +1,148 @@
+"""The scripts in examples/ run on a tiny saved model, in subprocesses, as a user runs them.
+
+translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches;
+pipeline_quickstart.py prints the pipeline's output; visualize_attention.py writes three PNG grids whose heatmap
+tiles (found in the image itself) match the model's layers and heads.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_pipeline import generate_texts, save_tiny_translation_model
+
+from vaswani_transformer.pipeline_translation import TranslationPipeline
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "examples"
+# Distinct shapes per stack, so that a grid drawn from the wrong attention would have the wrong tiles.
+ENCODER_LAYERS, ENCODER_HEADS, DECODER_LAYERS, DECODER_HEADS = 2, 4, 3, 2
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, small_tokenizer):
+    directory = tmp_path_factory.mktemp("tiny_example_model")
+    model = save_tiny_translation_model(
+        directory,
+        small_tokenizer,
+        encoder_layers=ENCODER_LAYERS,
+        encoder_attention_heads=ENCODER_HEADS,
+        decoder_layers=DECODER_LAYERS,
+        decoder_attention_heads=DECODER_HEADS,
+    )
+    return directory, model, small_tokenizer
+
+
+def run_example(script: str, *args: str, stdin: str | None = None, cwd: Path) -> subprocess.CompletedProcess:
+    """Run examples/<script> offline from `cwd` (outside the checkout), without PYTHONPATH."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HOME=str(cwd / "hf_home"))
+    env.setdefault("OMP_NUM_THREADS", "1")  # a tiny model: threads only contend on a busy machine
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        input=stdin,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_translate_writes_one_line_per_input_line(saved, real_sentences, tmp_path):
+    directory, model, tokenizer = saved
+    sources = [*real_sentences["en"][:5], "", *real_sentences["en"][5:]]  # an empty line in the middle
+    result = run_example(
+        "translate.py",
+        *f"--model {directory} --num_beams 2 --batch_size 3".split(),
+        stdin="".join(line + "\n" for line in sources),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == len(sources)  # one line per input, newline-terminated
+    expected = []
+    for start in range(0, len(sources), 3):  # the script's batches, empty lines left out of generate()
+        batch = [s for s in sources[start : start + 3] if s.strip()]
+        texts = iter(generate_texts(model, tokenizer, batch, num_beams=2))
+        expected += [
+            " ".join(next(texts).splitlines()).strip() if s.strip() else "" for s in sources[start : start + 3]
+        ]
+    assert lines[:-1] == expected
+    assert lines[5] == ""
+
+
+def load_example(script: str):
+    """Import examples/<script> as a module (in this process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{Path(script).stem}", EXAMPLES / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_translate_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert load_example("translate.py").main(["--model", str(missing)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: cannot load --model {missing}: ") and "\n" not in error
+
+
+def test_pipeline_quickstart_prints_the_pipeline_output(saved, tmp_path):
+    directory, model, tokenizer = saved
+    result = run_example("pipeline_quickstart.py", "--model", str(directory), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sentences = load_example("pipeline_quickstart.py").SENTENCES
+    translator = TranslationPipeline(model=model, tokenizer=tokenizer)
+    batch = translator(sentences, batch_size=2, num_beams=2)
+    expected = [repr(translator(sentences[0]))] + [
+        f"{source} -> {output['translation_text']}" for source, output in zip(sentences, batch, strict=True)
+    ]
+    assert result.stdout.splitlines() == expected
+
+
+def count_tiles(image: np.ndarray) -> tuple[int, int]:
+    """(rows, columns) of heatmap tiles in an RGB(A) image: runs of pixel rows/columns holding colour.
+
+    viridis pixels are strongly coloured (max - min channel > 0.2 on a 0-1 scale); the white background and the
+    black/grey text are not, so each run of coloured rows (columns) is one row (column) of tiles.
+    """
+    rgb = image[..., :3].astype(np.float64)
+    if rgb.max() > 1.0:  # 8-bit images
+        rgb /= 255.0
+    coloured = (rgb.max(axis=-1) - rgb.min(axis=-1)) > 0.2  # (height, width)
+
+    def runs(mask: np.ndarray) -> int:
+        return int(mask[0]) + int(np.count_nonzero(mask[1:] & ~mask[:-1]))
+
+    return runs(coloured.any(axis=1)), runs(coloured.any(axis=0))
+
+
+def test_visualize_attention_writes_three_grids_of_every_layer_and_head(saved, tmp_path):
+    import matplotlib.image
+
+    directory, _, _ = saved
+    out = tmp_path / "attention"
+    result = run_example(
+        "visualize_attention.py",
+        *["--model", str(directory), "--sentence", "A dog runs in the park.", "--output_dir", str(out)],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = {
+        "encoder_self_attention.png": (ENCODER_LAYERS, ENCODER_HEADS),
+        "decoder_self_attention.png": (DECODER_LAYERS, DECODER_HEADS),
+        "encoder_decoder_attention.png": (DECODER_LAYERS, DECODER_HEADS),
+    }
+    assert result.stdout.split() == [str(out / name) for name in expected]
+    for name, grid in expected.items():
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and image.shape[2] in (3, 4)
+        assert count_tiles(image) == grid, name

@@ -1,0 +1,152 @@
+"""model_cards/render.py renders the card of a real (tiny) training run from the run's own files.
+
+One `training/train.py` run on 200 Multi30k pairs with a tiny model, in a subprocess as in tests/test_training.py;
+then the card is rendered, reloaded with `huggingface_hub.ModelCard.load`, and compared with the run's files: the
+metadata and `model-index` with the results JSON, the tables with config.json and training_args.json, the
+deviations with README.md; the usage snippets are executed where the package cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from vaswani_transformer.pipeline_translation import save_translation_pipeline
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN = str(REPO_ROOT / "training" / "train.py")
+RENDER = str(REPO_ROOT / "model_cards" / "render.py")
+TINY_MODEL = (
+    "--model custom --d_model 16 --encoder_layers 2 --decoder_layers 2 --encoder_attention_heads 2 "
+    "--decoder_attention_heads 2 --encoder_ffn_dim 32 --decoder_ffn_dim 32 --max_position_embeddings 128"
+).split()
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, multi30k_dir) -> Path:
+    """A finished 6-step run (validation every 3 steps, 8 test sentences), with the pipeline added to the model."""
+    out = tmp_path_factory.mktemp("card_run")
+    args = [
+        *TINY_MODEL,
+        *f"--data_dir {multi30k_dir} --output_dir {out} --max_train_samples 200 --max_tokens 400".split(),
+        *"--vocab_size 400 --warmup_steps 4 --seed 3 --logging_steps 3 --max_steps 6 --eval_steps 3".split(),
+        *"--max_eval_samples 8 --max_test_samples 8 --eval_batch_size 8 --num_beams 2".split(),
+        *"--max_source_length 40 --max_target_length 40".split(),
+    ]
+    env = {**os.environ, **OFFLINE, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    result = subprocess.run(
+        [sys.executable, TRAIN, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    save_translation_pipeline(out)  # what a run should end with (see the pipeline module)
+    return out
+
+
+@pytest.fixture(scope="module")
+def card(run_dir):
+    from huggingface_hub import ModelCard
+
+    from model_cards.render import render_model_card
+
+    rendered = render_model_card(run_dir)
+    loaded = ModelCard.load(run_dir / "README.md")
+    assert loaded.content == rendered.content
+    return loaded
+
+
+def read(run_dir: Path, name: str) -> dict:
+    return json.loads((run_dir / name).read_text())
+
+
+def test_metadata_comes_from_the_run(card, run_dir):
+    args = read(run_dir, "training_args.json")
+    data = card.data
+    assert data.language == [args["source_lang"], args["target_lang"]] == ["en", "de"]
+    assert data.license == "apache-2.0" and data.library_name == "transformers"
+    assert data.pipeline_tag == "translation"
+    assert {"translation", "transformer", "vaswani2017"} <= set(data.tags)
+    assert data.datasets == [Path(args["data_dir"]).name] == ["multi30k"]
+    assert data.metrics == ["sacrebleu", "chrf"]
+    assert data.model_name == run_dir.name
+
+
+def test_eval_results_equal_the_results_json(card, run_dir):
+    results_files = sorted(run_dir.glob("results_*.json"))
+    assert [path.name for path in results_files] == ["results_test_2016_flickr.json"]
+    expected = []
+    for path in results_files:
+        results, split = json.loads(path.read_text()), path.stem.removeprefix("results_")
+        expected += [
+            (split, "sacrebleu", results["bleu"], results["bleu_signature"]),
+            (split, "chrf", results["chrf"], results["chrf_signature"]),
+        ]
+    got = [(r.dataset_split, r.metric_type, r.metric_value, r.metric_config) for r in card.data.eval_results]
+    assert got == expected
+    assert all(r.task_type == "translation" and r.dataset_type == "multi30k" for r in card.data.eval_results)
+    # The table shows the same numbers, rounded.
+    results = read(run_dir, "results_test_2016_flickr.json")
+    row = f"| test_2016_flickr | {results['num_sentences']} | {results['bleu']:.2f} | {results['chrf']:.2f} |"
+    assert row in card.text
+    assert results["bleu_signature"] in card.text and results["chrf_signature"] in card.text
+
+
+def test_body_shows_the_config_training_arguments_and_run(card, run_dir):
+    config, args = read(run_dir, "config.json"), read(run_dir, "training_args.json")
+    train_results, stats = read(run_dir, "train_results.json"), read(run_dir, "data_stats.json")
+    text = card.text
+    assert f"| d_model | `d_model` | {config['d_model']} |" in text
+    assert f"| {config['encoder_layers']} / {config['decoder_layers']} |" in text
+    assert f"| ε_ls | `label_smoothing` | {config['label_smoothing']} |" in text
+    assert f"`max_tokens` = {args['max_tokens']}" in text
+    assert f"| warmup steps (Eq. 3) | {args['warmup_steps']} |" in text
+    assert f"{stats['train']['kept']} of {stats['train']['pairs']} training pairs kept" in text
+    assert f"**Run.** {train_results['step']} optimizer steps" in text
+    assert f"({train_results['elapsed_seconds']} s)" in text
+    generation = read(run_dir, "generation_config.json")
+    assert f"beam size {generation['num_beams']}, length penalty α = {generation['length_penalty']}" in text
+
+
+def test_deviations_are_the_readme_section_and_citations_are_there(card):
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Deviations from the paper", 1)[1].split("\n## ", 1)[0]
+    bullets = [line for line in section.splitlines() if line.startswith("- ")]
+    assert bullets and all(bullet in card.text for bullet in bullets)
+    assert "@inproceedings{vaswani2017attention," in card.text
+    assert "@inproceedings{elliott-etal-2016-multi30k," in card.text
+
+
+def test_usage_snippets_run_without_the_package(card, run_dir, tmp_path):
+    snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(snippets) == 2 and all(f'"{run_dir}"' in snippet for snippet in snippets)
+    guard = 'import sys\nsys.modules["vaswani_transformer"] = None\n'
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(OFFLINE, HF_HOME=str(tmp_path / "hf_home"), TOKENIZERS_PARALLELISM="false")
+    env.setdefault("OMP_NUM_THREADS", "1")  # a tiny model: threads only contend on a busy machine
+    script = "\n".join(guard + textwrap.dedent(snippet) for snippet in snippets)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("[{'translation_text': ") and lines[-1].startswith("[")
+
+
+def test_missing_run_files_are_clear_errors(tmp_path):
+    from model_cards.render import render_model_card
+
+    with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
+        render_model_card(tmp_path)
+    result = subprocess.run([sys.executable, RENDER, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    config = tmp_path / "config.json"
+    assert result.stderr.strip() == f"error: {config} not found: is {tmp_path} the output_dir of a training run?"

@@ -1,0 +1,271 @@
+"""The translation pipeline shipped with the model (`vaswani_transformer/pipeline_translation.py`, issue 5).
+
+transformers 5.x has no "translation" pipeline; ours travels in the saved model directory (`config.custom_pipelines`
++ the copied file). Covered: string and list inputs, batching, generation parameters, truncation, the 4.x output
+format, equality with `generate` + `batch_decode`, both ways of saving, and loading without the package, from a
+directory and by repo id from an offline Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+from vaswani_transformer.pipeline_translation import (
+    TranslationPipeline,
+    save_translation_pipeline,
+    translation_custom_pipelines,
+)
+
+
+SENTENCES = ["A man is riding a bicycle.", "Two dogs play in the snow near a red house.", "A girl."]
+
+
+def save_tiny_translation_model(
+    directory: Path, tokenizer, seed: int = 0, **config_overrides
+) -> VaswaniTransformerForConditionalGeneration:
+    """Save a random tiny model (the suite's `tiny_config`), its tokenizer and the pipeline into `directory`.
+
+    The generation config is greedy with `max_new_tokens=6`, so that the pipeline's defaults are visible in tests;
+    `config_overrides` go to `tiny_config`. Returns the model in eval mode.
+    """
+    torch.manual_seed(seed)
+    model = VaswaniTransformerForConditionalGeneration(
+        tiny_config(vocab_size=len(tokenizer), **config_overrides)
+    ).eval()
+    model.generation_config.max_new_tokens = 6
+    model.generation_config.num_beams = 1
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    save_translation_pipeline(directory)
+    return model
+
+
+def add_to_hub_cache(model_dir: Path, hf_home: Path, repo_id: str) -> str:
+    """Lay `model_dir` out in `hf_home/hub` as huggingface_hub stores a downloaded model repository.
+
+    `models--{org}--{name}/blobs/<hash>` holds each file's bytes, `snapshots/<commit>/<file>` is a relative symlink
+    to its blob, and `refs/main` holds the commit (the layout `hf_hub_download` writes and `scan_cache_dir` reads).
+    Returns the 40-hex commit hash (derived from the files, so it changes when they change).
+    """
+    from huggingface_hub.file_download import repo_folder_name
+
+    files = sorted(path for path in model_dir.iterdir() if path.is_file())
+    commit = hashlib.sha1(b"".join(hashlib.sha256(path.read_bytes()).digest() for path in files)).hexdigest()
+    repo = hf_home / "hub" / repo_folder_name(repo_id=repo_id, repo_type="model")
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for path in files:
+        data = path.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return commit
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, small_tokenizer):
+    """(directory, model, tokenizer): one tiny model saved with its tokenizer and pipeline, shared by the module."""
+    directory = tmp_path_factory.mktemp("tiny_translation_model")
+    model = save_tiny_translation_model(directory, small_tokenizer)
+    return directory, model, small_tokenizer
+
+
+@pytest.fixture(scope="module")
+def translator(saved):
+    _, model, tokenizer = saved
+    return TranslationPipeline(model=model, tokenizer=tokenizer)
+
+
+def generate_texts(model, tokenizer, sentences: list[str], **generate_kwargs) -> list[str]:
+    """The reference: one padded batch through `generate` and `batch_decode`."""
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return tokenizer.batch_decode(model.generate(**batch, **generate_kwargs), skip_special_tokens=True)
+
+
+def test_string_gives_a_list_with_one_dict_equal_to_generate(saved, translator):
+    _, model, tokenizer = saved
+    for sentence in SENTENCES:
+        assert translator(sentence) == [{"translation_text": generate_texts(model, tokenizer, [sentence])[0]}]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_list_gives_one_dict_per_input_in_order(saved, translator, batch_size):
+    _, model, tokenizer = saved
+    outputs = translator(SENTENCES, batch_size=batch_size)
+    assert isinstance(outputs, list) and len(outputs) == len(SENTENCES)
+    assert all(isinstance(output, dict) and set(output) == {"translation_text"} for output in outputs)
+    # The pipeline pads each group of `batch_size` sentences as the tokenizer does: same batches, same outputs.
+    expected = []
+    for start in range(0, len(SENTENCES), batch_size):
+        expected += generate_texts(model, tokenizer, SENTENCES[start : start + batch_size])
+    assert [output["translation_text"] for output in outputs] == expected
+
+
+def test_defaults_come_from_the_generation_config_and_kwargs_override_them(saved, translator):
+    _, model, tokenizer = saved
+    ids = translator(SENTENCES[1], return_tensors=True, return_text=False)[0]["translation_token_ids"]
+    assert ids.ndim == 1 and len(ids) == 1 + model.generation_config.max_new_tokens  # <s> + 6 new tokens
+    short = translator(SENTENCES[1], max_new_tokens=2, return_tensors=True)[0]
+    assert len(short["translation_token_ids"]) == 1 + 2
+    assert short["translation_text"] == tokenizer.decode(short["translation_token_ids"], skip_special_tokens=True)
+    beam = translator(SENTENCES[1], num_beams=3, max_new_tokens=4)
+    assert beam == [
+        {"translation_text": generate_texts(model, tokenizer, [SENTENCES[1]], num_beams=3, max_new_tokens=4)[0]}
+    ]
+
+
+def test_constructor_generation_kwargs_apply_to_every_call(saved):
+    _, model, tokenizer = saved
+    pipe = TranslationPipeline(model=model, tokenizer=tokenizer, max_new_tokens=3, return_tensors=True)
+    assert [len(out["translation_token_ids"]) for out in pipe(SENTENCES[:2], batch_size=2)] == [4, 4]
+    assert len(pipe(SENTENCES[0], max_new_tokens=5)[0]["translation_token_ids"]) == 6  # the call wins
+
+
+def test_several_returned_sequences_give_lists_like_transformers_4(saved, translator):
+    _, model, tokenizer = saved
+    single = translator(SENTENCES[0], num_beams=3, num_return_sequences=2)
+    assert len(single) == 2 and all(set(record) == {"translation_text"} for record in single)
+    batch = tokenizer([SENTENCES[0]], return_tensors="pt")
+    with torch.no_grad():
+        expected = model.generate(**batch, num_beams=3, num_return_sequences=2)
+    assert [record["translation_text"] for record in single] == tokenizer.batch_decode(
+        expected, skip_special_tokens=True
+    )
+    several = translator(SENTENCES, num_beams=3, num_return_sequences=2, batch_size=2)
+    assert len(several) == 3 and all(isinstance(records, list) and len(records) == 2 for records in several)
+
+
+def test_over_long_input_is_truncated_with_a_warning(saved, translator, caplog):
+    _, model, tokenizer = saved
+    sentence = SENTENCES[1]
+    length = len(tokenizer(sentence).input_ids)
+    assert length > 5
+    with caplog.at_level(logging.WARNING, logger="vaswani_transformer.pipeline_translation"):
+        output = translator(sentence, max_source_length=5)
+    assert f"Input of {length} tokens is longer than max_source_length=5 tokens" in caplog.text
+    truncated = tokenizer(sentence, truncation=True, max_length=5, return_tensors="pt")
+    assert truncated.input_ids.shape[1] == 5 and truncated.input_ids[0, -1] == tokenizer.eos_token_id
+    with torch.no_grad():
+        expected = tokenizer.decode(model.generate(**truncated)[0], skip_special_tokens=True)
+    assert output == [{"translation_text": expected}]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vaswani_transformer.pipeline_translation"):
+        assert translator(sentence, max_source_length=5, truncation=False) == translator(sentence)
+        translator(sentence, max_source_length=length)  # exactly at the limit: no warning
+    assert "longer than" not in caplog.text
+
+
+def test_bad_inputs_are_clear_errors(saved, translator):
+    with pytest.raises(ValueError, match="list holds a int"):
+        translator(["fine", 3])
+    with pytest.raises(ValueError, match="string or a list of strings, got dict"):
+        translator({"text": "x"})
+    with pytest.raises(ValueError, match="max_source_length must be a positive integer, got 0"):
+        translator("x", max_source_length=0)
+
+
+def test_both_ways_of_saving_write_the_same_pipeline(saved, tmp_path):
+    directory, model, tokenizer = saved
+    TranslationPipeline(model=model, tokenizer=tokenizer).save_pretrained(tmp_path)  # transformers' mechanism
+    written = json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]
+    ours = json.loads((directory / "config.json").read_text())["custom_pipelines"]
+    assert written == ours == translation_custom_pipelines()
+    assert ours == {
+        "translation": {"impl": "pipeline_translation.TranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"]}
+    }
+    source = Path(sys.modules[TranslationPipeline.__module__].__file__).read_bytes()
+    assert (tmp_path / "pipeline_translation.py").read_bytes() == (directory / "pipeline_translation.py").read_bytes()
+    assert (directory / "pipeline_translation.py").read_bytes() == source
+
+
+def test_save_translation_pipeline_needs_a_saved_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
+        save_translation_pipeline(tmp_path)
+
+
+def test_builtin_translation_task_is_gone_from_transformers():
+    """Why the pipeline travels with the model: without `custom_pipelines`, transformers refuses the task."""
+    from transformers import pipeline
+
+    with pytest.raises(KeyError, match="translation has been removed"):
+        pipeline("translation", model=None)
+
+
+# Runs in a fresh interpreter that cannot import `vaswani_transformer`: the model, tokenizer and pipeline classes
+# must all come from the files in the model directory (or the cached repository).
+LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["vaswani_transformer"] = None
+    try:
+        import vaswani_transformer  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the package is importable; the test would prove nothing")
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
+
+    name, sentences = sys.argv[1], json.loads(sys.argv[2])
+    model = AutoModelForSeq2SeqLM.from_pretrained(name, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=True)
+    translator = pipeline("translation", model=name, trust_remote_code=True)
+    modules = [type(obj).__module__ for obj in (model, tokenizer, translator)]
+    assert all(module.startswith("transformers_modules.") for module in modules), modules
+    print(json.dumps({"pipeline": translator(sentences, batch_size=2), "single": translator(sentences[0])}))
+    """
+)
+
+
+def run_without_package(name: str, cwd: Path, hf_home: Path) -> dict:
+    """Run LOAD_WITHOUT_PACKAGE for `name` (a directory or repo id) offline, outside the checkout, no PYTHONPATH."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_TOKEN")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.setdefault("OMP_NUM_THREADS", "1")  # a tiny model: threads only contend on a busy machine
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, name, json.dumps(SENTENCES)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_pipeline_loads_from_a_directory_without_the_package(saved, translator, tmp_path):
+    directory, _, _ = saved
+    shutil.copytree(directory, tmp_path / "model")
+    remote = run_without_package("model", tmp_path, tmp_path / "hf_home")
+    assert remote == {"pipeline": translator(SENTENCES, batch_size=2), "single": translator(SENTENCES[0])}
+
+
+def test_pipeline_loads_by_repo_id_from_the_offline_cache_without_the_package(saved, translator, tmp_path):
+    from huggingface_hub import scan_cache_dir
+
+    directory, _, _ = saved
+    hf_home = tmp_path / "hf_home"
+    commit = add_to_hub_cache(directory, hf_home, "vaswani-org/tiny-transformer-en-de")
+    (cached,) = scan_cache_dir(hf_home / "hub").repos  # huggingface_hub itself recognises the layout
+    assert cached.repo_id == "vaswani-org/tiny-transformer-en-de" and cached.refs["main"].commit_hash == commit
+    assert {file.file_name for file in cached.refs["main"].files} == {p.name for p in directory.iterdir()}
+    (tmp_path / "elsewhere").mkdir()  # no directory of that name can be found relative to the working directory
+    remote = run_without_package("vaswani-org/tiny-transformer-en-de", tmp_path / "elsewhere", hf_home)
+    assert remote == {"pipeline": translator(SENTENCES, batch_size=2), "single": translator(SENTENCES[0])}

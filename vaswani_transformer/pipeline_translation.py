@@ -1,0 +1,244 @@
+"""The "translation" pipeline for the Transformer of "Attention Is All You Need", shipped with the model.
+
+transformers 5.x removed its built-in translation pipeline (`pipeline("translation")` raises `KeyError`, "The task
+translation has been removed from transformers"). A model can still carry its own pipeline: `config.custom_pipelines`
+maps a task name to a class in a file saved beside the weights, and `pipeline(task, model=..., trust_remote_code=True)`
+loads that class with the model's remote code (transformers `pipelines/__init__.py`, `pipeline()`, "custom_tasks";
+docs: "Adding a custom pipeline"). This module is that file:
+
+    from transformers import pipeline
+
+    translator = pipeline("translation", model="outputs/multi30k_en_de_cpu", trust_remote_code=True)
+    translator("A man is riding a bicycle.")  # [{"translation_text": "Ein Mann fährt Fahrrad."}]
+
+`save_translation_pipeline(model_dir)` adds it to a directory written by `save_pretrained` (it records the task in
+`config.json` and copies this file); `TranslationPipeline(model=..., tokenizer=...).save_pretrained(dir)` writes model,
+tokenizer and pipeline in one go, through transformers' own `Pipeline.save_pretrained`. Both give the same files.
+
+The output format is that of transformers 4.x `TranslationPipeline` (`Text2TextGenerationPipeline`): a string gives a
+list with one dict per returned sequence, `[{"translation_text": str}]`; a list of strings gives one such list per
+input, flattened to one dict per input when each input has exactly one translation (`num_return_sequences=1`).
+
+This file imports only the standard library, torch and transformers: it runs as remote code where the
+`vaswani_transformer` package is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+
+__all__ = ["TRANSLATION_TASK", "TranslationPipeline", "save_translation_pipeline", "translation_custom_pipelines"]
+
+logger = logging.getLogger(__name__)
+
+# The task name under which the pipeline is registered and recorded in `config.custom_pipelines`.
+TRANSLATION_TASK = "translation"
+
+
+class TranslationPipeline(Pipeline):
+    """Translate text with an encoder-decoder model's `generate()`: tokenize, generate, decode (§6.1 decoding).
+
+    Follows transformers 4.x `TranslationPipeline`, rewritten on the v5 `Pipeline` API (`_sanitize_parameters`,
+    `preprocess`, `_forward`, `postprocess`; generation parameters handled by `Pipeline._prepare_generate_kwargs`).
+
+    Call arguments (also accepted by the constructor, where they become defaults for every call):
+        inputs: a string, or a list of strings.
+        batch_size: sentences per `generate()` call (default 1); batches are right-padded with the tokenizer's pad id.
+        truncation: cut inputs longer than `max_source_length` tokens (default True), logging a warning that names
+            both lengths; with False, long inputs are passed whole.
+        max_source_length: the truncation limit in tokens, `</s>` included (default: `tokenizer.model_max_length`).
+        return_text: return `translation_text` (decoded, special tokens skipped; default True).
+        return_tensors: return `translation_token_ids`, the generated ids as a 1-D `torch.LongTensor` (default False).
+        clean_up_tokenization_spaces: passed to `tokenizer.decode` (default: the tokenizer's own setting).
+        **generate_kwargs: any `generate()` parameter (`num_beams`, `max_new_tokens`, `length_penalty`,
+            `num_return_sequences`, `do_sample`, `generation_config`, ...). Unset ones come from the model's
+            `generation_config` (a model trained by `training/train.py`: beam 4, length penalty 0.6, §6.1).
+
+    Returns:
+        For a string: a list of `num_return_sequences` dicts `{"translation_text": str}` (and/or
+        `{"translation_token_ids": tensor}`). For a list of strings: a list with one entry per input, in input order:
+        the dict itself when `num_return_sequences == 1` (4.x behaviour), else the list of dicts.
+
+    Raises:
+        ValueError: at construction, if the model is not an encoder-decoder that can generate, or no tokenizer is
+            given; at call time, if an input is neither a string nor a list of strings (naming its type), or if
+            `max_source_length` is not a positive integer.
+    """
+
+    _pipeline_calls_generate = True
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_video_processor = False
+    # No pipeline defaults: every unset generation parameter comes from the model's generation_config.
+    _default_generation_config = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not (getattr(self.model.config, "is_encoder_decoder", False) and self.model.can_generate()):
+            raise ValueError(
+                "TranslationPipeline needs an encoder-decoder model that can generate; "
+                f"got {type(self.model).__name__}"
+            )
+        if self.tokenizer is None:
+            raise ValueError("TranslationPipeline needs a tokenizer (pass tokenizer=... or save one with the model)")
+
+    def _sanitize_parameters(
+        self,
+        truncation: bool | None = None,
+        max_source_length: int | None = None,
+        return_text: bool | None = None,
+        return_tensors: bool | None = None,
+        clean_up_tokenization_spaces: bool | None = None,
+        **generate_kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
+        """Split call/constructor arguments into (preprocess, forward = generate, postprocess) parameters."""
+        preprocess_params: dict[str, Any] = {}
+        if truncation is not None:
+            preprocess_params["truncation"] = truncation
+        if max_source_length is not None:
+            if not isinstance(max_source_length, int) or isinstance(max_source_length, bool) or max_source_length < 1:
+                raise ValueError(f"max_source_length must be a positive integer, got {max_source_length!r}")
+            preprocess_params["max_source_length"] = max_source_length
+        postprocess_params: dict[str, Any] = {}
+        if return_text is not None:
+            postprocess_params["return_text"] = return_text
+        if return_tensors is not None:
+            postprocess_params["return_tensors"] = return_tensors
+        if clean_up_tokenization_spaces is not None:
+            postprocess_params["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        return preprocess_params, generate_kwargs, postprocess_params
+
+    def __call__(self, inputs: str | list[str], **kwargs: Any) -> list[dict] | list[list[dict]]:
+        """Translate `inputs` (see the class docstring for arguments, return value and errors)."""
+        if isinstance(inputs, list) and not all(isinstance(text, str) for text in inputs):
+            bad = next(text for text in inputs if not isinstance(text, str))
+            raise ValueError(f"TranslationPipeline inputs must be strings; the list holds a {type(bad).__name__}")
+        if not isinstance(inputs, (str, list)):
+            raise ValueError(f"TranslationPipeline takes a string or a list of strings, got {type(inputs).__name__}")
+        result = super().__call__(inputs, **kwargs)
+        if isinstance(inputs, list) and all(len(translations) == 1 for translations in result):
+            return [translations[0] for translations in result]  # 4.x: one dict per input
+        return result
+
+    def preprocess(
+        self, text: str, truncation: bool = True, max_source_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One sentence -> `input_ids`, `attention_mask` of shape `(1, src_len)`, ending in `</s>`."""
+        limit = max_source_length or self.tokenizer.model_max_length
+        encoded = self.tokenizer(text, return_tensors="pt")  # (1, src_len)
+        length = encoded["input_ids"].shape[1]
+        if truncation and length > limit:
+            logger.warning(
+                "Input of %d tokens is longer than max_source_length=%d tokens; truncated to %d tokens "
+                "(pass max_source_length=... to raise the limit, or truncation=False).",
+                length,
+                limit,
+                limit,
+            )
+            encoded = self.tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")  # (1, limit)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor], **generate_kwargs: Any) -> dict[str, torch.Tensor]:
+        """`generate()` on `(batch, src_len)` inputs -> `output_ids` `(batch, num_return_sequences, out_len)`."""
+        batch = model_inputs["input_ids"].shape[0]
+        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        output_ids = self.model.generate(**model_inputs, **generate_kwargs)  # (batch * returns, out_len)
+        if not isinstance(output_ids, torch.Tensor):  # return_dict_in_generate=True
+            output_ids = output_ids.sequences
+        return {"output_ids": output_ids.reshape(batch, -1, output_ids.shape[-1])}  # (batch, returns, out_len)
+
+    def postprocess(
+        self,
+        model_outputs: dict[str, torch.Tensor],
+        return_text: bool = True,
+        return_tensors: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """`(1, returns, out_len)` ids of one sentence -> one dict per returned sequence."""
+        records = []
+        for output_ids in model_outputs["output_ids"][0]:  # (out_len,)
+            record: dict[str, Any] = {}
+            if return_tensors:
+                record["translation_token_ids"] = output_ids
+            if return_text:
+                record["translation_text"] = self.tokenizer.decode(
+                    output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+                )
+            records.append(record)
+        return records
+
+
+def _same_pipeline(impl: Any) -> bool:
+    """True if `impl` is this class, or this file loaded again (as remote code, under another module path)."""
+    return getattr(impl, "__qualname__", None) == TranslationPipeline.__qualname__ and (
+        impl.__module__.rsplit(".", 1)[-1] == TranslationPipeline.__module__.rsplit(".", 1)[-1]
+    )
+
+
+# Register the task (this also sets `TranslationPipeline._registered_impl`, which `save_pretrained` reads). A copy of
+# this file registered earlier (the package, then the same file as remote code) is replaced without a warning.
+if _same_pipeline(PIPELINE_REGISTRY.supported_tasks.get(TRANSLATION_TASK, {}).get("impl")):
+    del PIPELINE_REGISTRY.supported_tasks[TRANSLATION_TASK]
+PIPELINE_REGISTRY.register_pipeline(
+    TRANSLATION_TASK, pipeline_class=TranslationPipeline, pt_model=AutoModelForSeq2SeqLM
+)
+
+
+def translation_custom_pipelines() -> dict[str, dict[str, Any]]:
+    """The `config.custom_pipelines` entry that `Pipeline.save_pretrained` writes for this pipeline.
+
+    Returns:
+        `{"translation": {"impl": "pipeline_translation.TranslationPipeline", "pt": ["AutoModelForSeq2SeqLM"]}}`,
+        built from `TranslationPipeline._registered_impl` exactly as transformers' `Pipeline.save_pretrained` does.
+    """
+    entries = {}
+    for task, info in TranslationPipeline._registered_impl.items():
+        entry = dict(info)
+        entry["impl"] = f"{TranslationPipeline.__module__.split('.')[-1]}.{TranslationPipeline.__name__}"
+        entry["pt"] = [model_class.__name__ for model_class in info["pt"]]
+        entries[task] = entry
+    return entries
+
+
+def save_translation_pipeline(model_dir: str | Path) -> list[Path]:
+    """Make a saved model directory loadable with `pipeline("translation", model=model_dir, trust_remote_code=True)`.
+
+    Adds `custom_pipelines` (`translation_custom_pipelines()`) to `model_dir/config.json` and copies this file
+    (`pipeline_translation.py`) beside it; the same two things `TranslationPipeline.save_pretrained` does, without
+    loading or re-writing the weights. Idempotent.
+
+    Args:
+        model_dir: a directory written by `model.save_pretrained` (and `tokenizer.save_pretrained`).
+    Returns:
+        The two paths written: `config.json` and `pipeline_translation.py`.
+    Raises:
+        FileNotFoundError: if `model_dir/config.json` does not exist (naming the path).
+        ValueError: if `config.json` is not a JSON object (naming the path).
+    """
+    model_dir = Path(model_dir)
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{config_file} not found: save the model with save_pretrained({str(model_dir)!r}) first"
+        )
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} does not hold a JSON object")
+    config["custom_pipelines"] = translation_custom_pipelines()
+    # Same layout as PreTrainedConfig.to_json_file: sorted keys, 2-space indent, trailing newline.
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    code_file = model_dir / Path(__file__).name
+    if Path(__file__).resolve() != code_file.resolve():
+        shutil.copyfile(__file__, code_file)
+    return [config_file, code_file]
