@@ -1,0 +1,157 @@
+"""Token-based batching (§5.1) and the collator that pads the batches it makes.
+
+§5.1: "Sentence pairs were batched together by approximate sequence length. Each training batch contained a set of
+sentence pairs containing approximately 25000 source tokens and 25000 target tokens."
+
+`TokenBatchSampler` follows fairseq's `batch_by_size`: order the pairs by length (randomly broken ties), cut the
+ordered list greedily into batches whose *padded* source and target sizes both stay within `max_tokens`, then
+shuffle the order of the batches. `max_tokens` is per device and per forward pass: the paper's 25000 is the sum over
+its 8 GPUs (and, here, over gradient-accumulation steps), so
+    effective tokens per optimizer step ~= max_tokens * num_processes * gradient_accumulation_steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+
+
+__all__ = ["TokenBatchSampler", "build_collator", "make_token_batches"]
+
+
+def make_token_batches(
+    lengths_src: np.ndarray, lengths_tgt: np.ndarray, max_tokens: int, order: np.ndarray
+) -> list[list[int]]:
+    """Greedily cut `order` (indices already sorted by length) into batches within the token budget.
+
+    A batch of n pairs costs n * max(source lengths) padded source tokens and n * max(target lengths) padded
+    target tokens; both must be <= `max_tokens`. A single pair longer than `max_tokens` forms its own batch
+    (it cannot be split; truncate or filter it upstream if that is not wanted).
+
+    Args:
+        lengths_src, lengths_tgt: (num_pairs,) token counts per pair (source `input_ids`, target `labels`).
+        max_tokens: padded-token budget per side per batch (tokens).
+        order: (num_pairs,) permutation of the indices, in the order they are packed.
+
+    Returns:
+        Batches as lists of dataset indices; together they contain every index of `order` exactly once.
+    """
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest_src = longest_tgt = 0
+    for index in order.tolist():
+        new_src = max(longest_src, int(lengths_src[index]))
+        new_tgt = max(longest_tgt, int(lengths_tgt[index]))
+        size = len(batch) + 1
+        if batch and (size * new_src > max_tokens or size * new_tgt > max_tokens):
+            batches.append(batch)
+            batch, new_src, new_tgt = [], int(lengths_src[index]), int(lengths_tgt[index])
+        batch.append(index)
+        longest_src, longest_tgt = new_src, new_tgt
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+class TokenBatchSampler(Sampler[list[int]]):
+    """§5.1 token-based batch sampler: batches of similar-length pairs, each within `max_tokens` per side.
+
+    For every epoch (seeded from `(seed, epoch)`; call `set_epoch` before iterating):
+      1. shuffle the indices, then stable-sort them by (source length, target length): pairs of equal length land in
+         a new random order each epoch, so batch *contents* change between epochs (fairseq's `batch_by_size`);
+      2. pack them greedily into batches with padded source tokens <= max_tokens and padded target tokens
+         <= max_tokens (`make_token_batches`; an over-long pair is a batch on its own);
+      3. shuffle the order of the batches;
+      4. data parallelism: drop the last `len(batches) % num_replicas` batches of that shuffled order (fewer than
+         `num_replicas` batches, a different few each epoch) so every rank gets the same number of batches, then
+         rank r takes batches r, r + num_replicas, ... The ranks' batches are disjoint. With num_replicas == 1
+         every pair appears exactly once per epoch.
+    With `shuffle=False` steps 1 and 3 are skipped (deterministic length order, e.g. for evaluation).
+
+    Global batch at step k with gradient accumulation A on P ranks = batches [k*P*A, (k+1)*P*A) of the shuffled list,
+    the same pairs a 1-process run with accumulation P*A would see.
+
+    Args:
+        lengths_src, lengths_tgt: per-pair token counts (sequence of ints, length num_pairs).
+        max_tokens: padded-token budget per side per batch, per device per forward pass (tokens).
+        seed: base seed; each epoch uses `numpy.random.default_rng((seed, epoch))`.
+        shuffle: shuffle ties and batch order (training) or not (evaluation).
+        num_replicas, rank: data-parallel world size and this process's rank.
+
+    Raises:
+        ValueError: on mismatched or empty length lists, non-positive lengths or `max_tokens`, or a bad rank.
+    """
+
+    def __init__(
+        self,
+        lengths_src: Sequence[int],
+        lengths_tgt: Sequence[int],
+        max_tokens: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.lengths_src = np.asarray(lengths_src, dtype=np.int64)
+        self.lengths_tgt = np.asarray(lengths_tgt, dtype=np.int64)
+        if self.lengths_src.shape != self.lengths_tgt.shape or self.lengths_src.ndim != 1:
+            raise ValueError(f"length lists differ: {self.lengths_src.shape} vs {self.lengths_tgt.shape}")
+        if len(self.lengths_src) == 0:
+            raise ValueError("TokenBatchSampler got no pairs (empty dataset)")
+        if self.lengths_src.min() <= 0 or self.lengths_tgt.min() <= 0:
+            raise ValueError("every pair needs at least one source and one target token")
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if num_replicas <= 0 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.shuffle = shuffle
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields (like `DistributedSampler.set_epoch`)."""
+        self.epoch = epoch
+
+    def all_batches(self) -> list[list[int]]:
+        """Every rank's batches for the current epoch, in global order, after the remainder is dropped."""
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        rng = np.random.default_rng((self.seed, self.epoch))
+        indices = rng.permutation(len(self.lengths_src)) if self.shuffle else np.arange(len(self.lengths_src))
+        # np.lexsort sorts by the last key first and is stable: by source length, then target length, ties random.
+        order = indices[np.lexsort((self.lengths_tgt[indices], self.lengths_src[indices]))]
+        batches = make_token_batches(self.lengths_src, self.lengths_tgt, self.max_tokens, order)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        batches = batches[: len(batches) - len(batches) % self.num_replicas]
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.all_batches()[self.rank :: self.num_replicas]
+
+    def __len__(self) -> int:
+        """Number of batches this rank yields in the current epoch (can vary slightly between epochs)."""
+        return len(self.all_batches()) // self.num_replicas
+
+
+def build_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:
+    """Pad examples {input_ids, attention_mask, labels} into a batch with transformers' `DataCollatorForSeq2Seq`.
+
+    Source ids are padded with the tokenizer's pad id (0) and `attention_mask` with 0; `labels` are padded with
+    -100 so the loss ignores them. No model is passed: the model itself builds `decoder_input_ids` by shifting the
+    labels right (`config.decoder_start_token_id`). No `pad_to_multiple_of`, so padded sizes stay within the
+    sampler's `max_tokens`.
+
+    Returns:
+        A callable mapping a list of examples to tensors input_ids/attention_mask (batch, src_len) and
+        labels (batch, tgt_len), int64.
+    """
+    return DataCollatorForSeq2Seq(tokenizer, model=None, padding=True, label_pad_token_id=-100, return_tensors="pt")

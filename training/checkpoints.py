@@ -1,0 +1,168 @@
+"""Crash-safe training checkpoints on top of `accelerate` (`save_state` / `load_state`), with exact resumption.
+
+Layout of `output_dir`:
+    checkpoint-{step}/         complete: model.safetensors, optimizer.bin, scheduler.bin, random_states_{rank}.pkl
+                               (accelerate's files) and trainer_state.json (ours, written last)
+    checkpoint-{step}.tmp/     being written; never loaded, removed by the next save of that step
+
+A checkpoint becomes visible only through `os.replace(checkpoint-{step}.tmp, checkpoint-{step})`, an atomic rename
+on POSIX file systems, so a run killed while saving never leaves a directory that `latest_checkpoint` would pick.
+Resumption restores model, optimizer, scheduler and every rank's RNG states (accelerate) plus the position in the
+data (`TrainerState`): the loop sets the sampler to `state.epoch` and skips the `state.batches_in_epoch` batches
+already consumed with `accelerate.skip_first_batches`, so a resumed run sees the same batches and dropout masks as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+
+__all__ = [
+    "TRAINER_STATE_NAME",
+    "TrainerState",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "rotate_checkpoints",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+TRAINER_STATE_NAME = "trainer_state.json"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclasses.dataclass
+class TrainerState:
+    """Where training stands: enough to continue exactly.
+
+    Attributes:
+        step: optimizer steps completed (the paper's step_num of the last update).
+        epoch: the epoch in progress (0-based), i.e. the epoch passed to `TokenBatchSampler.set_epoch` on resume.
+        batches_in_epoch: micro-batches of `epoch` this rank has consumed (all ranks consume the same number).
+        elapsed_seconds: training wall-clock time so far (seconds), for logs and time limits.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    elapsed_seconds: float = 0.0
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write `trainer_state.json` into `directory`."""
+        Path(directory, TRAINER_STATE_NAME).write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> TrainerState:
+        """Read `trainer_state.json` from `directory`. Raises FileNotFoundError naming the file if it is missing."""
+        path = Path(directory, TRAINER_STATE_NAME)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {directory} is not a complete checkpoint")
+        return cls(**json.loads(path.read_text()))
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in `output_dir` (`checkpoint-{step}` holding trainer_state.json), oldest step first.
+
+    `.tmp` directories (saves interrupted by a kill) and directories without trainer_state.json are ignored.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        match = _CHECKPOINT_RE.match(path.name)
+        if match and path.is_dir() and (path / TRAINER_STATE_NAME).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the highest step in `output_dir`, or None if there is none."""
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def rotate_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (None or <= 0: keep all). Returns the deleted paths."""
+    if keep is None or keep <= 0:
+        return []
+    stale = list_checkpoints(output_dir)[:-keep]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | os.PathLike, state: TrainerState, keep: int | None = None
+) -> Path:
+    """Save an atomic `checkpoint-{state.step}` and keep only the newest `keep` checkpoints.
+
+    Must be called on every process (accelerate writes one RNG-state file per rank). Order: remove a stale
+    `.tmp` of the same step, `accelerator.save_state(tmp)`, write trainer_state.json last, `os.replace` to the final
+    name, rotate. Returns the final path.
+    """
+    final = Path(output_dir, f"checkpoint-{state.step}")
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state.save(tmp)
+        if final.exists():  # a rerun writing the same step again: older checkpoints stay valid meanwhile
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        deleted = rotate_checkpoints(output_dir, keep)
+        logger.info("saved %s%s", final, f" (deleted {', '.join(p.name for p in deleted)})" if deleted else "")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_checkpoint(spec: str | None, output_dir: str | os.PathLike) -> Path | None:
+    """Turn `--resume_from_checkpoint` into a checkpoint directory.
+
+    Args:
+        spec: None or "" (start fresh), "latest" (the newest complete checkpoint in `output_dir`, or start fresh if
+            there is none: convenient for preemptible jobs), or a path to a `checkpoint-{step}` directory.
+
+    Raises:
+        FileNotFoundError: if an explicit path is not a complete checkpoint (names the missing file).
+    """
+    if not spec:
+        return None
+    if spec == "latest":
+        path = latest_checkpoint(output_dir)
+        if path is None:
+            logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch", output_dir)
+        return path
+    path = Path(spec)
+    if not (path / TRAINER_STATE_NAME).is_file():
+        raise FileNotFoundError(f"{path / TRAINER_STATE_NAME} not found: {path} is not a complete checkpoint")
+    return path
+
+
+def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> TrainerState:
+    """Restore model, optimizer, scheduler and RNG states with `accelerator.load_state`; return the TrainerState.
+
+    Call after `accelerator.prepare`. The caller then continues from `state.epoch`, skipping
+    `state.batches_in_epoch` batches (see the module docstring).
+    """
+    state = TrainerState.load(path)
+    accelerator.load_state(str(path))
+    logger.info(
+        "resumed from %s at step %d (epoch %d, batch %d)", path, state.step, state.epoch, state.batches_in_epoch
+    )
+    return state

@@ -1,0 +1,97 @@
+"""The paper's optimisation recipe (§5.3) as named functions that tests check against the formulas.
+
+- `inverse_sqrt_lr`: the learning-rate schedule of §5.3, Eq. 3.
+- `build_optimizer`: Adam with beta1 = 0.9, beta2 = 0.98, eps = 1e-9 (§5.3).
+- `build_scheduler`: a `torch.optim.lr_scheduler.LambdaLR` whose lambda *is* Eq. 3 (the optimizer's base lr is 1.0).
+
+Label smoothing (§5.4) lives in the model's loss (`config.label_smoothing`), checkpoint averaging (§6.1) in
+`training/average_checkpoints.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "build_optimizer", "build_scheduler", "inverse_sqrt_lr"]
+
+# §5.3: "We used the Adam optimizer with beta1 = 0.9, beta2 = 0.98 and eps = 10^-9."
+ADAM_BETAS = (0.9, 0.98)
+ADAM_EPS = 1e-9
+
+
+def inverse_sqrt_lr(step: int, d_model: int, warmup_steps: int, multiplier: float = 1.0) -> float:
+    """§5.3, Eq. 3: lrate = multiplier * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5).
+
+    The rate rises linearly for the first `warmup_steps` optimizer steps, peaks at step == warmup_steps with
+    multiplier * (d_model * warmup_steps)^-0.5, and then decays with the inverse square root of the step.
+
+    Args:
+        step: optimizer step, counted from 1 (the paper's step_num). Step 0 is treated as step 1 so that the very
+            first update does not use a learning rate of 0 (`LambdaLR` evaluates the lambda at 0 before any step).
+        d_model: model width (the paper's d_model; 512 base, 1024 big).
+        warmup_steps: the paper's warmup_steps (4000).
+        multiplier: a constant factor on Eq. 3 (1.0 = the paper). Small models and small batches often use 2.
+
+    Returns:
+        The learning rate (a plain float).
+
+    Raises:
+        ValueError: if `step` < 0, or `d_model`, `warmup_steps` or `multiplier` is not positive.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if d_model <= 0 or warmup_steps <= 0 or multiplier <= 0:
+        raise ValueError(
+            f"d_model, warmup_steps and multiplier must be positive, got {d_model}, {warmup_steps}, {multiplier}"
+        )
+    step = max(step, 1)
+    return multiplier * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    lr: float = 1.0,
+    betas: tuple[float, float] = ADAM_BETAS,
+    eps: float = ADAM_EPS,
+    weight_decay: float = 0.0,
+) -> torch.optim.Adam:
+    """§5.3: Adam with beta1 = 0.9, beta2 = 0.98, eps = 1e-9 over the model's trainable parameters.
+
+    Args:
+        model: the model whose `parameters()` with `requires_grad` are optimised (tied weights appear once).
+        lr: base learning rate. Keep 1.0 when pairing with `build_scheduler`, whose lambda then *is* Eq. 3.
+        betas, eps: Adam's moment decay rates and denominator epsilon (defaults: the paper's).
+        weight_decay: L2 penalty; the paper uses none (0.0).
+
+    Returns:
+        A `torch.optim.Adam` (plain Adam, not AdamW, as in the paper).
+    """
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, d_model: int, warmup_steps: int, multiplier: float = 1.0
+) -> LambdaLR:
+    """§5.3, Eq. 3 as a `LambdaLR`: lr(step) = base_lr * inverse_sqrt_lr(step + 1, d_model, warmup_steps, multiplier).
+
+    `LambdaLR` calls its lambda with the number of `scheduler.step()` calls made so far (0 before the first
+    optimizer step); the paper counts steps from 1, hence `step + 1`. With the optimizer's base lr at 1.0
+    (`build_optimizer`'s default) the lr used by the k-th optimizer step (k = 1, 2, ...) is exactly Eq. 3 at k.
+    Call `scheduler.step()` once after every optimizer step (not every micro-batch under gradient accumulation).
+
+    Raises:
+        ValueError: if any parameter group's lr is not 1.0 (the lambda would then not be Eq. 3), or through
+            `inverse_sqrt_lr` for non-positive `d_model`, `warmup_steps` or `multiplier`.
+    """
+    for group in optimizer.param_groups:
+        if group["lr"] != 1.0:
+            raise ValueError(f"build_scheduler expects the optimizer's base lr to be 1.0 (Eq. 3), got {group['lr']}")
+    inverse_sqrt_lr(1, d_model, warmup_steps, multiplier)  # validates the arguments once, up front
+
+    def eq3(step: int) -> float:
+        return inverse_sqrt_lr(step + 1, d_model, warmup_steps, multiplier)
+
+    return LambdaLR(optimizer, lr_lambda=eq3)
