@@ -236,3 +236,24 @@ def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no_token_here"))
     with pytest.raises(ValueError, match="token"):
         check_hub_access(TrainingArguments(output_dir="x", push_to_hub=True, hub_model_id="a/b"))
+
+
+def test_bleu_curve_places_validation_at_the_training_clock(tmp_path):
+    from training.plot_bleu_curve import bleu_curve, main
+
+    records = [
+        {"step": 50, "loss": 5.0, "elapsed_seconds": 60.0},
+        {"step": 100, "loss": 4.0, "elapsed_seconds": 120.0},
+        {"step": 100, "eval_loss": 4.1, "eval_bleu": 12.5},
+        {"step": 150, "loss": 3.0, "elapsed_seconds": 210.0},
+        {"step": 150, "test_bleu": 20.0, "test_chrf": 40.0},
+    ]
+    log = tmp_path / "run" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    assert bleu_curve(log) == ([(2.0, 12.5)], 20.0, 3.5)
+    png = main([str(log.parent), "--output", str(tmp_path / "curve.png")])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log.write_text(log.read_text() + "{not json\n")
+    with pytest.raises(ValueError, match=r"log.jsonl:6: not a JSON line"):
+        bleu_curve(log)
