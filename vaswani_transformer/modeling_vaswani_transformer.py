@@ -414,31 +414,54 @@ class VaswaniTransformerPreTrainedModel(PreTrainedModel):
             init.copy_(module.table, module.compute_table(module.table.shape[0]))
 
 
-def final_stack_layer_norm(config: VaswaniTransformerConfig) -> nn.LayerNorm | None:
-    """Pre-norm stacks end with a LayerNorm (fairseq, tensor2tensor); post-norm layers already end normalised."""
-    if config.layer_norm_position == "pre":
-        return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-    return None
+class VaswaniTransformerStack(VaswaniTransformerPreTrainedModel):
+    """§3.1, §3.4, §3.5: what both stacks share: token embeddings scaled by sqrt(d_model), plus positional
+    encodings, with dropout (§5.4), feeding N identical layers; pre-norm stacks end with a LayerNorm."""
+
+    layer_class: type[VaswaniTransformerLayer]
+
+    def __init__(self, config: VaswaniTransformerConfig, num_layers: int):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0  # §3.4
+        self.embed_positions = VaswaniTransformerPositionalEncoding(config)
+        self.layers = nn.ModuleList([self.layer_class(config, layer_idx=i) for i in range(num_layers)])
+        # Post-norm layers already end normalised; pre-norm stacks need a final LayerNorm (fairseq, tensor2tensor).
+        self.layer_norm = None
+        if config.layer_norm_position == "pre":
+            self.layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def embed(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, past_length: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return `(inputs_embeds, Dropout(inputs_embeds + PE))`, both `(batch, len, d_model)`.
+
+        Raises:
+            ValueError: if neither or both of `input_ids` and `inputs_embeds` are given.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(f"Pass exactly one of input_ids and inputs_embeds to {type(self).__name__}.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (batch, len, d_model)
+        positions = self.embed_positions(inputs_embeds.shape[1], past_length).to(inputs_embeds.dtype)  # (len, d)
+        return inputs_embeds, F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
+
+    def final_norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states if self.layer_norm is None else self.layer_norm(hidden_states)
 
 
-class VaswaniTransformerEncoder(VaswaniTransformerPreTrainedModel):
+class VaswaniTransformerEncoder(VaswaniTransformerStack):
     """§3.1: the encoder stack, N identical layers over scaled token embeddings plus positional encodings."""
 
+    layer_class = VaswaniTransformerEncoderLayer
     _can_record_outputs = {
         "hidden_states": VaswaniTransformerEncoderLayer,
         "attentions": VaswaniTransformerAttention,
     }
 
     def __init__(self, config: VaswaniTransformerConfig):
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0  # §3.4
-        self.embed_positions = VaswaniTransformerPositionalEncoding(config)
-        self.layers = nn.ModuleList(
-            [VaswaniTransformerEncoderLayer(config, layer_idx=i) for i in range(config.encoder_layers)]
-        )
-        self.layer_norm = final_stack_layer_norm(config)
-        self.post_init()
+        super().__init__(config, config.encoder_layers)
 
     @merge_with_config_defaults
     @capture_outputs
@@ -459,25 +482,19 @@ class VaswaniTransformerEncoder(VaswaniTransformerPreTrainedModel):
         Raises:
             ValueError: if neither or both of `input_ids` and `inputs_embeds` are given.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of input_ids and inputs_embeds to the encoder.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (batch, src_len, d_model)
-        positions = self.embed_positions(inputs_embeds.shape[1]).to(inputs_embeds.dtype)  # (src_len, d_model)
-        hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
+        inputs_embeds, hidden_states = self.embed(input_ids, inputs_embeds)  # (batch, src_len, d_model)
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
         )
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
-        if self.layer_norm is not None:
-            hidden_states = self.layer_norm(hidden_states)
-        return BaseModelOutput(last_hidden_state=hidden_states)
+        return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
 
 
-class VaswaniTransformerDecoder(VaswaniTransformerPreTrainedModel):
-    """§3.1: the decoder stack; its self-attention is masked so position i sees only positions < = i (§3.2.3)."""
+class VaswaniTransformerDecoder(VaswaniTransformerStack):
+    """§3.1: the decoder stack; its self-attention is masked so position i sees only positions <= i (§3.2.3)."""
 
+    layer_class = VaswaniTransformerDecoderLayer
     _can_record_outputs = {
         "hidden_states": VaswaniTransformerDecoderLayer,
         "attentions": OutputRecorder(VaswaniTransformerAttention, index=1, layer_name="self_attn"),
@@ -485,15 +502,7 @@ class VaswaniTransformerDecoder(VaswaniTransformerPreTrainedModel):
     }
 
     def __init__(self, config: VaswaniTransformerConfig):
-        super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, config.pad_token_id)
-        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0  # §3.4
-        self.embed_positions = VaswaniTransformerPositionalEncoding(config)
-        self.layers = nn.ModuleList(
-            [VaswaniTransformerDecoderLayer(config, layer_idx=i) for i in range(config.decoder_layers)]
-        )
-        self.layer_norm = final_stack_layer_norm(config)
-        self.post_init()
+        super().__init__(config, config.decoder_layers)
 
     @merge_with_config_defaults
     @capture_outputs
@@ -521,13 +530,10 @@ class VaswaniTransformerDecoder(VaswaniTransformerPreTrainedModel):
         Raises:
             ValueError: if neither or both of `input_ids` and `inputs_embeds` are given.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of decoder_input_ids and decoder_inputs_embeds to the decoder.")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (batch, tgt_len, d_model)
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        inputs_embeds, hidden_states = self.embed(input_ids, inputs_embeds, past_length)  # (batch, tgt_len, d)
 
         self_attention_cache = past_key_values
         if isinstance(past_key_values, EncoderDecoderCache):
@@ -544,9 +550,6 @@ class VaswaniTransformerDecoder(VaswaniTransformerPreTrainedModel):
             attention_mask=encoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
         )
-
-        positions = self.embed_positions(inputs_embeds.shape[1], past_length).to(inputs_embeds.dtype)
-        hidden_states = F.dropout(inputs_embeds + positions, p=self.config.dropout, training=self.training)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states,
@@ -556,10 +559,8 @@ class VaswaniTransformerDecoder(VaswaniTransformerPreTrainedModel):
                 past_key_values=past_key_values,
                 **kwargs,
             )
-        if self.layer_norm is not None:
-            hidden_states = self.layer_norm(hidden_states)
         return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=hidden_states, past_key_values=past_key_values
+            last_hidden_state=self.final_norm(hidden_states), past_key_values=past_key_values
         )
 
 
