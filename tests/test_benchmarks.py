@@ -1,0 +1,67 @@
+"""`benchmarks/run.py --quick` runs end to end and writes a complete, sane report (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+SECTIONS = ("matmul_peak", "training", "translation", "memory", "targets")
+TARGETS = (
+    "training_tokens_per_s_vs_marian_base_fp32",
+    "beam4_sentences_per_s_vs_marian",
+    "identical_translations",
+    "peak_training_memory_vs_marian_base",
+    "training_mfu_base_fp32",
+)
+
+
+def numbers(tree, path: str = ""):
+    """Every (path, number) in a JSON tree, booleans excluded."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from numbers(value, f"{path}.{key}")
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from numbers(value, f"{path}[{index}]")
+    elif isinstance(tree, int | float) and not isinstance(tree, bool):
+        yield path, tree
+
+
+def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env={**os.environ, "VASWANI_DATA_DIR": str(multi30k_dir.parent)},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (report,) = tmp_path.glob("*.json")
+    results = json.loads(report.read_text())
+    assert report.with_suffix(".md").stat().st_size > 0
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    for section in SECTIONS:
+        assert results[section], f"empty section {section}"
+    assert set(TARGETS) <= set(results["targets"])
+    assert any(name.startswith("sdpa_over_eager_encoder_memory_at_") for name in results["targets"])
+    assert all(isinstance(entry["holds"], bool) for entry in results["targets"].values())
+    assert results["translation"]["identical_translations"] is True
+    assert all(results["translation"][search]["identical_translations"] for search in ("greedy", "beam4"))
+    for entry in results["training"].values():
+        assert set(entry["tokens_per_s"]) == {"ours", "marian", "torch"}
+        assert len(entry["seconds"]["ours"]) == results["repeats"] >= 2
+    assert {"ours", "marian", "torch"} <= set(next(iter(results["memory"]["training"].values())))
+    assert {"sdpa", "eager"} <= set(next(iter(results["memory"]["encoder"].values())))
+
+    for path, value in numbers(results):
+        assert math.isfinite(value), path
+        if not path.endswith(("before", "seed")):  # RSS before a measurement may be anything
+            assert value > 0 or path.startswith(".section_seconds"), f"{path} = {value}"
