@@ -25,8 +25,6 @@ import platform
 import socket
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 
@@ -40,16 +38,8 @@ from training.data import default_data_dir, iter_texts, load_parallel_dataset  #
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast  # noqa: E402
 
 
-def time_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """One warm-up round, then `repeats` rounds of running every contender once; wall times in seconds."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for round_index in range(repeats + 1):
-        for name, function in contenders.items():
-            start = time.perf_counter()
-            function()
-            if round_index > 0:
-                times[name].append(time.perf_counter() - start)
-    return times
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import time_interleaved  # noqa: E402  (benchmarks/run.py: one warm-up round, then interleaved repeats)
 
 
 def main() -> None:
