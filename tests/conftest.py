@@ -14,6 +14,20 @@ DATA_DIR = Path(os.environ.get("VASWANI_DATA_DIR", REPO_ROOT.parent / "shared" /
 MULTI30K_DIR = DATA_DIR / "multi30k"
 
 
+# Prepended to scripts run in a fresh interpreter: `sys.modules[name] = None` makes `import vaswani_transformer` fail
+# even where the package is pip-installed (as in CI), so every class must come from files saved next to the weights.
+BLOCK_PACKAGE_IMPORT = """
+import sys
+sys.modules["vaswani_transformer"] = None
+try:
+    import vaswani_transformer  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("the package is importable; the test would prove nothing")
+"""
+
+
 @pytest.fixture(scope="session")
 def multi30k_dir() -> Path:
     """The Multi30k folder (`{split}.{lang}.gz`). Missing data fails the run in CI and skips elsewhere."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import BLOCK_PACKAGE_IMPORT, tiny_config
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.pipeline_translation import (
@@ -210,16 +210,9 @@ def test_builtin_translation_task_is_gone_from_transformers():
 
 # Runs in a fresh interpreter that cannot import `vaswani_transformer`: the model, tokenizer and pipeline classes
 # must all come from the files in the model directory (or the cached repository).
-LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+LOAD_WITHOUT_PACKAGE = BLOCK_PACKAGE_IMPORT + textwrap.dedent(
     """
-    import json, sys
-    sys.modules["vaswani_transformer"] = None
-    try:
-        import vaswani_transformer  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("the package is importable; the test would prove nothing")
+    import json
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
     name, sentences = sys.argv[1], json.loads(sys.argv[2])

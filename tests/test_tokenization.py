@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BLOCK_PACKAGE_IMPORT
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
@@ -236,21 +237,15 @@ def test_auto_tokenizer_after_package_import(tokenizer, saved_dir):
     assert loaded(SAMPLES)["input_ids"] == tokenizer(SAMPLES)["input_ids"]
 
 
-# `sys.modules[name] = None` makes `import vaswani_transformer` fail even where the package is pip-installed (as in
-# CI), so the tokenizer class can only come from the file copied next to tokenizer.json.
-REMOTE_SCRIPT = """
-import json, sys
-sys.modules["vaswani_transformer"] = None
+REMOTE_SCRIPT = (
+    BLOCK_PACKAGE_IMPORT
+    + """
+import json
 from transformers import AutoTokenizer
-try:
-    import vaswani_transformer
-except ImportError:
-    pass
-else:
-    raise SystemExit("the package is importable; the test would prove nothing")
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
 print(json.dumps({"module": type(tokenizer).__module__, "ids": tokenizer(json.loads(sys.argv[2]))["input_ids"]}))
 """
+)
 
 
 def test_remote_code_load_without_the_package(tokenizer, saved_dir, tmp_path):
