@@ -15,6 +15,7 @@ import torch
 from conftest import BLOCK_PACKAGE_IMPORT
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from training.data import load_parallel_dataset, read_lines
 from training.train_tokenizer import train_tokenizer
@@ -182,6 +183,60 @@ def test_truncation_keeps_eos(any_tokenizer):
     )
 
 
+BATCH_CALLS = {
+    "plain": {},
+    "text_target": {"text_target": ["Ein Mann.", "", "Hallo Welt", "x", "y"]},
+    "pad_longest_pt": {"padding": True, "return_tensors": "pt"},
+    "pad_max_length_left": {"padding": "max_length", "max_length": 12, "padding_side": "left"},
+    "pad_multiple_np": {"padding": True, "pad_to_multiple_of": 8, "return_tensors": "np"},
+    "truncate": {"truncation": True, "max_length": 3},
+    "no_special_tokens": {"add_special_tokens": False},
+    "no_attention_mask": {"return_attention_mask": False},
+    "keep_special_strings": {"split_special_tokens": False},
+    "offsets_fall_back": {"return_offsets_mapping": True, "return_length": True},
+    "token_type_ids_fall_back": {"return_token_type_ids": True, "return_special_tokens_mask": True},
+}
+
+
+@pytest.mark.parametrize("call", BATCH_CALLS)
+def test_batch_fast_path_equals_tokenizers_backend(any_tokenizer, call, monkeypatch):
+    """Our `_encode_plus` shortcut gives what transformers' own `TokenizersBackend._encode_plus` gives."""
+    texts = ["A man in a blue shirt.", "", "</s> a literal end token", "👍🏽 漢字 \x00", "Two dogs run on the beach."]
+    kwargs = BATCH_CALLS[call]
+    ours = any_tokenizer(texts, **kwargs)
+    monkeypatch.setattr(type(any_tokenizer), "_encode_plus", TokenizersBackend._encode_plus)
+    reference = any_tokenizer(texts, **kwargs)
+    assert ours.keys() == reference.keys()
+    for key in reference:
+        ours_value, reference_value = ours[key], reference[key]
+        if hasattr(reference_value, "tolist"):
+            assert type(ours_value) is type(reference_value) and ours_value.dtype == reference_value.dtype
+            ours_value, reference_value = ours_value.tolist(), reference_value.tolist()
+        assert ours_value == reference_value, key
+    assert [encoding.ids for encoding in ours.encodings] == [encoding.ids for encoding in reference.encodings]
+    assert ours.word_ids(0) == reference.word_ids(0)
+
+
+def test_batch_fast_path_keeps_gc_state_and_too_long_warning(synthetic_tokenizer, caplog):
+    import gc
+
+    was_enabled = gc.isenabled()
+    synthetic_tokenizer(["a b", "c"])
+    assert gc.isenabled() == was_enabled
+    gc.disable()
+    try:
+        synthetic_tokenizer(["a b", "c"])
+        assert not gc.isenabled()
+    finally:
+        if was_enabled:
+            gc.enable()
+    synthetic_tokenizer.deprecation_warnings.pop("sequence-length-is-longer-than-the-specified-maximum", None)
+    synthetic_tokenizer(["short", HOSTILE["long_single_char"]])
+    assert synthetic_tokenizer.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
+    with pytest.raises(TypeError):
+        synthetic_tokenizer(["a string", 3])
+
+
 def test_training_is_deterministic(multi30k_lines, tmp_path):
     corpus = [line for lang in ("en", "de") for line in multi30k_lines["val", lang]]
     for name in ("first", "second"):
@@ -242,6 +297,7 @@ REMOTE_SCRIPT = (
     + """
 import json
 from transformers import AutoTokenizer
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
 print(json.dumps({"module": type(tokenizer).__module__, "ids": tokenizer(json.loads(sys.argv[2]))["input_ids"]}))
 """
