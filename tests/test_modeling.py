@@ -91,6 +91,35 @@ def test_generate_matches_marian_on_real_sentences(attn_implementation, num_beam
     assert torch.equal(got, expected)
 
 
+def test_beam_search_reorders_only_the_self_attention_cache(small_tokenizer, real_batch):
+    """`_reorder_cache` leaves the cross-attention cache alone; beam search still equals Marian's, which copies it."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    marian = random_marian(len(small_tokenizer), "sdpa", seed=2)
+    ours = from_marian(marian)
+    kwargs = dict(
+        input_ids=real_batch["input_ids"],
+        attention_mask=real_batch["attention_mask"],
+        num_beams=4,
+        num_return_sequences=2,
+        length_penalty=0.6,
+        max_new_tokens=20,
+        do_sample=False,
+    )
+    assert torch.equal(ours.generate(**kwargs), marian.generate(**kwargs))
+
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    self_keys, cross_keys = torch.randn(4, 2, 3, 8), torch.randn(4, 2, 5, 8)
+    cache.self_attention_cache.update(self_keys, -self_keys, 0)
+    cache.cross_attention_cache.update(cross_keys, -cross_keys, 0)
+    cross_before = cache.cross_attention_cache.layers[0].keys
+    beam_idx = torch.tensor([1, 1, 0, 3])
+    assert ours._reorder_cache(cache, beam_idx) is cache
+    assert torch.equal(cache.self_attention_cache.layers[0].keys, self_keys[beam_idx])
+    assert torch.equal(cache.self_attention_cache.layers[0].values, -self_keys[beam_idx])
+    assert cache.cross_attention_cache.layers[0].keys is cross_before
+
+
 def test_from_marian_refuses_what_it_cannot_represent():
     marian = random_marian(50, "eager")
     marian.final_logits_bias[0, 3] = 1.0
