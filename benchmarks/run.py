@@ -11,8 +11,9 @@ Peers, on the same machine in the same run, so that only ratios matter (absolute
 Sections, each written to `<output>/<machine>.json` (every raw time, every median, every ratio, the targets and
 whether each holds), `<machine>.md` (a table) and `<machine>.png` (bar chart of the ratios):
 
-1. training step throughput, (source + target) non-pad tokens/s of forward + backward + Adam step, at the Multi30k CPU
-   preset size and at the paper's base size, fp32 and (CPU preset size, or CUDA) bf16 autocast, on a batch of real
+1. training step throughput, (source + target) non-pad tokens/s of forward + backward + fused Adam step (the same
+   `training.recipe.build_optimizer` for every contender), at the Multi30k CPU preset size and at the paper's base
+   size, fp32 and (CPU preset size, or CUDA) bf16 autocast, on a batch of real
    Multi30k train pairs tokenized with an 8000-token BPE learnt from Multi30k train (cached in benchmarks/.cache);
 2. translation throughput, greedy and beam 4, on Multi30k test_2016_flickr: ours and Marian holding the same weights
    (a random Marian with large init_std, so that outputs are varied, converted by `from_marian`); the token ids must
@@ -53,6 +54,7 @@ from torch.nn import functional as F  # noqa: E402
 from transformers import MarianConfig, MarianMTModel  # noqa: E402
 
 from training.data import default_data_dir, read_lines  # noqa: E402
+from training.recipe import build_optimizer  # noqa: E402
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration  # noqa: E402
 from vaswani_transformer.convert import from_marian  # noqa: E402
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast  # noqa: E402
@@ -399,8 +401,12 @@ def synchronize(device: str) -> None:
 
 
 def make_training_step(kind: str, model: nn.Module, batch: dict, precision: str, device: str) -> Callable[[], None]:
-    """One forward + backward + Adam step (the paper's betas and epsilon, §5.3) on `batch`."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-9)
+    """One forward + backward + Adam step (the paper's betas and epsilon, §5.3) on `batch`.
+
+    Every contender gets the optimizer of our training script (`training.recipe.build_optimizer`: PyTorch's fused
+    Adam), so that the ratios compare the models and not the optimizers.
+    """
+    optimizer = build_optimizer(model, lr=1e-5)
     model.train()
 
     def step() -> None:

@@ -3,6 +3,7 @@ and the offline sacreBLEU metric against sacrebleu itself. Fast unit tests, no t
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -54,6 +55,25 @@ def test_adam_hyper_parameters():
     group = optimizer.param_groups[0]
     assert group["betas"] == (0.9, 0.98) and group["eps"] == 1e-9 and group["weight_decay"] == 0.0
     assert group["lr"] == 1.0
+
+
+def test_fused_adam_step_equals_pytorch_reference_adam():
+    """The fused kernel `build_optimizer` picks updates like `torch.optim.Adam`'s default (foreach) version."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    reference = copy.deepcopy(model)
+    optimizer = build_optimizer(model, lr=1e-2)
+    reference_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2, betas=(0.9, 0.98), eps=1e-9)
+    assert optimizer.defaults["fused"] and not reference_optimizer.defaults["fused"]
+    for _ in range(5):
+        inputs = torch.randn(4, 8)
+        for net, opt in ((model, optimizer), (reference, reference_optimizer)):
+            net(inputs).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for ours, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours, expected)
+    assert not build_optimizer(model, fused=False).defaults["fused"]
 
 
 def test_scheduler_yields_eq3_through_optimizer_steps():
