@@ -144,7 +144,7 @@ def plan(quick: bool, device: str) -> Plan:
     cuda = device == "cuda"
     vocab = 8000
     return Plan(
-        repeats=5,
+        repeats=9,  # the issue asks for at least 5; 9 because a 2-core VM's step times swing by 30%
         tokenizer_sentences=29000,
         tokenizer_vocab=vocab,
         # Base: the paper's vocabulary of 37000 (§5.1), so that the output projection costs what it costs there;
@@ -444,7 +444,10 @@ def time_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) 
 
 
 def matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int) -> dict:
-    """This machine's dense matmul rate: median GFLOP/s of `torch.mm` of two n x n matrices (2 n^3 FLOPs)."""
+    """This machine's dense matmul peak: the best GFLOP/s of `repeats` runs of `torch.mm` of two n x n matrices
+    (2 n^3 FLOPs), after two warm-ups. The best rather than the median, because a peak is what the hardware reaches
+    when nothing else interferes (on a shared 2-core VM the median of a 0.1 s kernel swings by 15%); it makes MFU
+    smaller, i.e. the conservative choice. The median is recorded too."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     times = []
     for index in range(repeats + 2):  # two warm-ups
@@ -454,8 +457,13 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int) -> dict:
         synchronize(device)
         if index >= 2:
             times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"n": n, "dtype": str(dtype), "seconds": times, "median_gflops": 2 * n**3 / median / 1e9}
+    return {
+        "n": n,
+        "dtype": str(dtype),
+        "seconds": times,
+        "peak_gflops": 2 * n**3 / min(times) / 1e9,
+        "median_gflops": 2 * n**3 / statistics.median(times) / 1e9,
+    }
 
 
 def training_flops(model: VaswaniTransformerForConditionalGeneration, batch: dict) -> dict:
@@ -668,7 +676,7 @@ def training_section(args, run_plan: Plan, tokenizer, peaks: dict) -> dict:
             times = time_interleaved(steps, run_plan.repeats)
             medians = {kind: statistics.median(seconds) for kind, seconds in times.items()}
             tokens_per_s = {kind: tokens / seconds for kind, seconds in medians.items()}
-            peak = peaks["fp32" if precision == "fp32" else "bf16"]["median_gflops"] * 1e9
+            peak = peaks["fp32" if precision == "fp32" else "bf16"]["peak_gflops"] * 1e9
             section[f"{size.name}/{precision}"] = {
                 "size": dataclasses.asdict(size),
                 "precision": precision,
@@ -896,8 +904,13 @@ def markdown(results: dict) -> str:
             f"{entry['ratio_ours_over_torch']:.3f} | {mfu['ours']:.1%} | {mfu['marian']:.1%} | "
             f"{mfu['torch']:.1%} |"
         )
-    peaks = ", ".join(f"{k} {v['median_gflops']:,.1f} GFLOP/s" for k, v in results["matmul_peak"].items())
-    lines += ["", f"Matmul peak (torch.mm, median): {peaks}.", ""]
+    peaks = ", ".join(
+        f"{k} {v['peak_gflops']:,.1f} GFLOP/s (median {v['median_gflops']:,.1f})"
+        for k, v in results["matmul_peak"].items()
+    )
+    fp32_peak = results["matmul_peak"]["fp32"]
+    n, runs = fp32_peak["n"], len(fp32_peak["seconds"])
+    lines += ["", f"Matmul peak (torch.mm of two {n} x {n} matrices, best of {runs} runs): {peaks}.", ""]
     translation = results["translation"]
     lines += [
         f"## Translation, {translation['sentences']} Multi30k test_2016_flickr sentences, batch "
@@ -1042,10 +1055,10 @@ def main() -> None:
     tokenizer = load_tokenizer(args.data_dir, run_plan.tokenizer_sentences, run_plan.tokenizer_vocab)
     # The vocabulary of the sizes is the plan's; the tokenizer's ids (< its vocabulary) must fit in every one.
     assert all(len(tokenizer) <= size.vocab_size for size in run_plan.sizes), "tokenizer larger than a model vocab"
-    peak_repeats = max(run_plan.repeats, 5)
+    peak_repeats = max(2 * run_plan.repeats, 5)
     peaks = {"fp32": matmul_peak(args.device, torch.float32, run_plan.matmul_n, peak_repeats)}
     peaks["bf16"] = matmul_peak(args.device, torch.bfloat16, run_plan.matmul_n, peak_repeats)
-    print("matmul peak: " + ", ".join(f"{k} {v['median_gflops']:,.1f} GFLOP/s" for k, v in peaks.items()))
+    print("matmul peak: " + ", ".join(f"{k} {v['peak_gflops']:,.1f} GFLOP/s" for k, v in peaks.items()))
 
     results = {
         "machine": machine_name(args.device),

@@ -238,6 +238,18 @@ def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
         check_hub_access(TrainingArguments(output_dir="x", push_to_hub=True, hub_model_id="a/b"))
 
 
+def test_training_args_record_the_data_folder_actually_read(tmp_path, monkeypatch):
+    from training.train import DataArguments, resolve_data_dir
+
+    monkeypatch.setenv("VASWANI_DATA_DIR", str(tmp_path))
+    args = DataArguments()
+    resolve_data_dir(args)
+    assert args.data_dir == str(tmp_path / "multi30k")
+    args = DataArguments(train_file="train.jsonl")
+    resolve_data_dir(args)
+    assert args.data_dir is None
+
+
 def test_bleu_curve_places_validation_at_the_training_clock(tmp_path):
     from training.plot_bleu_curve import bleu_curve, main
 

@@ -221,11 +221,17 @@ def setup_logging(accelerator: Accelerator) -> None:
     datasets.disable_progress_bars()
 
 
+def resolve_data_dir(args: DataArguments) -> None:
+    """Set `args.data_dir` to the Multi30k folder (`training.data.default_data_dir()`) when no source is given, so
+    that `training_args.json` records the folder the run actually read."""
+    if args.data_dir is None and args.dataset_name is None and args.train_file is None:
+        args.data_dir = str(default_data_dir())
+
+
 def load_raw(args: DataArguments) -> datasets.DatasetDict:
     """Read train/validation/test pairs (`training.data.load_parallel_dataset`); Multi30k if no source is given."""
+    resolve_data_dir(args)
     data_dir = args.data_dir
-    if data_dir is None and args.dataset_name is None and args.train_file is None:
-        data_dir = str(default_data_dir())
     splits = {"train": "train", "validation": args.validation_split, "test": args.test_split} if data_dir else None
     raw = load_parallel_dataset(
         args.source_lang,
@@ -680,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     set_seed(train_args.seed)
     out = Path(train_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    resolve_data_dir(data_args)
     arguments = {**asdict(model_args), **asdict(data_args), **asdict(train_args)}
     if accelerator.is_main_process:
         (out / "training_args.json").write_text(json.dumps(arguments, indent=2) + "\n")
