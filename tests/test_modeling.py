@@ -120,6 +120,50 @@ def test_beam_search_reorders_only_the_self_attention_cache(small_tokenizer, rea
     assert cache.cross_attention_cache.layers[0].keys is cross_before
 
 
+@pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
+def test_one_encoder_row_per_sentence_equals_one_per_beam(attn_implementation, real_batch):
+    """Decoder rows of a sentence sharing one encoder row (what beam search uses) == repeating that row per beam."""
+    model = make_model(seed=3, attn_implementation=attn_implementation)
+    beams = 3
+    source, mask = real_batch["input_ids"][:3], real_batch["attention_mask"][:3]
+    mask[1, -2:] = 0  # some source padding, so that the mask matters
+    labels = real_batch["labels"][:3].repeat_interleave(beams, dim=0)
+    labels[1::beams, 2] = 7  # beams of a sentence differ
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    with torch.no_grad():
+        encoder_output = model.get_encoder()(input_ids=source, attention_mask=mask).last_hidden_state
+        common = dict(decoder_input_ids=decoder_input_ids, output_attentions=attn_implementation == "eager")
+        shared = model(encoder_outputs=(encoder_output,), attention_mask=mask, **common)
+        repeated = model(
+            encoder_outputs=(encoder_output.repeat_interleave(beams, dim=0),),
+            attention_mask=mask.repeat_interleave(beams, dim=0),
+            **common,
+        )
+    torch.testing.assert_close(shared.logits, repeated.logits, atol=1e-5, rtol=1e-5)
+    if attn_implementation == "eager":
+        for got, expected in zip(shared.cross_attentions, repeated.cross_attentions, strict=True):
+            assert got.shape == expected.shape == (9, 4, decoder_input_ids.shape[1], source.shape[1])
+            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of the encoder batch 2"):
+        model(encoder_outputs=(encoder_output[:2],), decoder_input_ids=decoder_input_ids)
+
+
+def test_beam_search_keeps_one_cross_attention_row_per_sentence(real_batch):
+    inputs = dict(input_ids=real_batch["input_ids"][:2], attention_mask=real_batch["attention_mask"][:2])
+    kwargs = dict(num_beams=4, max_new_tokens=5, return_dict_in_generate=True)
+    sdpa = make_model(seed=4).generate(**inputs, **kwargs)
+    self_cache, cross_cache = sdpa.past_key_values.self_attention_cache, sdpa.past_key_values.cross_attention_cache
+    assert cross_cache.layers[0].keys.shape[0] == 2 and self_cache.layers[0].keys.shape[0] == 8
+    eager = make_model(seed=4, attn_implementation="eager").generate(**inputs, **kwargs, output_attentions=True)
+    src_len = inputs["input_ids"].shape[1]
+    assert eager.cross_attentions[0][0].shape == (8, 4, 1, src_len)  # (batch * beams, heads, 1, src) per step, layer
+    assert torch.equal(eager.sequences, sdpa.sequences)
+    from vaswani_transformer.modeling_vaswani_transformer import shared_encoder_output_beams
+
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        shared_encoder_output_beams(8, 2, "flash_attention_2")
+
+
 def test_from_marian_refuses_what_it_cannot_represent():
     marian = random_marian(50, "eager")
     marian.final_logits_bias[0, 3] = 1.0

@@ -153,6 +153,34 @@ def scaled_dot_product_attention(
 # §3.2.2 Multi-head attention ------------------------------------------------------------------------------------
 
 
+# Attention implementations that accept a query length other than the key length with a 4D mask (or none), so that
+# the beams of a sentence can be folded into the query length of encoder-decoder attention.
+SHARED_ENCODER_OUTPUT_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def shared_encoder_output_beams(batch: int, sentences: int, attn_implementation: str | None) -> int:
+    """Number of decoder rows per encoder row when the decoder batch is larger than the encoder batch.
+
+    During beam search (and sampling with `num_return_sequences`), `generate` gives the decoder `batch * beams` rows
+    and, for this model, the encoder output of the `batch` sentences only (`_expand_inputs_for_generation`): rows
+    `i * beams ... i * beams + beams - 1` of the decoder belong to sentence i.
+
+    Raises:
+        ValueError: if `batch` is not a multiple of `sentences`, or the attention implementation cannot fold.
+    """
+    if sentences <= 0 or batch % sentences:
+        raise ValueError(
+            f"decoder batch {batch} is not a multiple of the encoder batch {sentences}: encoder_hidden_states must "
+            "have one row per decoder row, or one per sentence with the beams of a sentence in adjacent rows"
+        )
+    if attn_implementation not in SHARED_ENCODER_OUTPUT_IMPLEMENTATIONS:
+        raise ValueError(
+            f"a decoder batch ({batch}) larger than the encoder batch ({sentences}) needs attn_implementation in "
+            f"{SHARED_ENCODER_OUTPUT_IMPLEMENTATIONS}, not {attn_implementation!r}"
+        )
+    return batch // sentences
+
+
 class VaswaniTransformerAttention(nn.Module):
     """§3.2.2: MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
 
@@ -214,13 +242,20 @@ class VaswaniTransformerAttention(nn.Module):
             `(batch, tgt_len, d_model)` output and the `(batch, heads, tgt_len, src_len)` weights (eager only).
         """
         batch, tgt_len, d_model = hidden_states.shape
+        beams = 1  # hypotheses per source sentence sharing one encoder output (beam search, see below)
         if self.is_cross_attention:
-            (query,) = self.split_heads(self.q_proj(hidden_states), 1)  # (batch, heads, tgt_len, head_dim)
+            sentences = key_value_states.shape[0]
+            if sentences != batch:
+                beams = shared_encoder_output_beams(batch, sentences, self.config._attn_implementation)
+            # Beams of one sentence attend to the same keys and values: fold them into the query length,
+            # (batch * beams, tgt_len, d) -> (batch, beams * tgt_len, d), a view (rows of a sentence are adjacent).
+            queries = self.q_proj(hidden_states).view(sentences, beams * tgt_len, d_model)
+            (query,) = self.split_heads(queries, 1)  # (sentences, heads, beams * tgt_len, head_dim)
             cache = past_key_values.cross_attention_cache if past_key_values is not None else None
             if cache is not None and past_key_values.is_updated.get(self.layer_idx):
                 key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
             else:
-                key, value = self.split_heads(self.kv_proj(key_value_states), 2)  # (batch, heads, src_len, hd)
+                key, value = self.split_heads(self.kv_proj(key_value_states), 2)  # (sentences, heads, src_len, hd)
                 if cache is not None:
                     key, value = cache.update(key, value, self.layer_idx)
                     past_key_values.is_updated[self.layer_idx] = True
@@ -244,8 +279,11 @@ class VaswaniTransformerAttention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             scaling=self.scaling,
             **kwargs,
-        )  # output: (batch, tgt_len, heads, head_dim)
+        )  # output: (batch, tgt_len, heads, head_dim), or (sentences, beams * tgt_len, heads, head_dim) when folded
         output = self.out_proj(output.reshape(batch, tgt_len, d_model))  # Concat(head_1..head_h) W^O
+        if beams > 1 and weights is not None:  # (sentences, heads, beams * tgt_len, src) -> (batch, heads, tgt, src)
+            weights = weights.unflatten(2, (beams, tgt_len)).transpose(1, 2)
+            weights = weights.reshape(batch, -1, tgt_len, weights.shape[-1])
         return output, weights
 
 
@@ -521,14 +559,17 @@ class VaswaniTransformerDecoder(VaswaniTransformerStack):
         Args:
             input_ids: `(batch, tgt_len)` decoder input ids (the targets shifted right).
             attention_mask: `(batch, past + tgt_len)` decoder padding mask, or None.
-            encoder_hidden_states: `(batch, src_len, d_model)` encoder output.
-            encoder_attention_mask: `(batch, src_len)` source padding mask, or None.
+            encoder_hidden_states: `(batch, src_len, d_model)` encoder output, or `(batch / beams, src_len, d_model)`
+                with one row per sentence whose `beams` hypotheses are adjacent decoder rows (what `generate` passes
+                for beam search; "sdpa" and "eager" attention only).
+            encoder_attention_mask: `(batch, src_len)` (or `(batch / beams, src_len)`) source padding mask, or None.
             past_key_values: `EncoderDecoderCache` of earlier steps; created when `use_cache` and None.
             inputs_embeds: `(batch, tgt_len, d_model)` instead of `input_ids` (used as given, not scaled).
         Returns:
             `BaseModelOutputWithPastAndCrossAttentions` with `last_hidden_state` `(batch, tgt_len, d_model)`.
         Raises:
-            ValueError: if neither or both of `input_ids` and `inputs_embeds` are given.
+            ValueError: if neither or both of `input_ids` and `inputs_embeds` are given, or if the decoder batch is
+                not a multiple of the encoder batch.
         """
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
@@ -544,9 +585,16 @@ class VaswaniTransformerDecoder(VaswaniTransformerStack):
             attention_mask=attention_mask,
             past_key_values=self_attention_cache,
         )
+        queries = inputs_embeds  # (batch, tgt_len, d): the queries of encoder-decoder attention, for the mask's shape
+        batch, tgt_len, d_model = inputs_embeds.shape
+        if encoder_hidden_states is not None and encoder_hidden_states.shape[0] != batch:
+            # One encoder row per sentence, `beams` decoder rows each: attention folds them into the query length.
+            sentences = encoder_hidden_states.shape[0]
+            beams = shared_encoder_output_beams(batch, sentences, self.config._attn_implementation)
+            queries = inputs_embeds.reshape(sentences, beams * tgt_len, d_model)
         encoder_attention_mask = create_bidirectional_mask(
             config=self.config,
-            inputs_embeds=inputs_embeds,
+            inputs_embeds=queries,
             attention_mask=encoder_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
         )
@@ -673,9 +721,9 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         logits, log_z, targets, valid, count = ctx.saved_tensors
         epsilon, vocab_size = ctx.epsilon, logits.shape[-1]
-        # (N, V) in fp32 (fp64 for fp64 logits): the only vocabulary-sized allocation
-        grad = logits.to(log_z.dtype, copy=True)
-        grad.sub_(log_z.unsqueeze(1)).exp_().sub_(epsilon / vocab_size)  # softmax(z) - eps / V
+        # (N, V) in fp32 (fp64 for fp64 logits; sub promotes bf16 logits): the only vocabulary-sized allocation
+        grad = torch.sub(logits, log_z.unsqueeze(1))
+        grad.exp_().sub_(epsilon / vocab_size)  # softmax(z) - eps / V
         grad.scatter_add_(1, targets.unsqueeze(1), grad.new_full((grad.shape[0], 1), epsilon - 1.0))  # - (1 - eps)
         scale = torch.where(valid, grad_output / count, 0.0)  # (N,): d loss / d per_token
         grad.mul_(scale.unsqueeze(1))
@@ -794,15 +842,45 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         self.config.custom_pipelines = translation_custom_pipelines()
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.LongTensor | None, dict]:
+        """`GenerationMixin._expand_inputs_for_generation`, but the encoder output and its padding mask stay at one
+        row per sentence; the decoder inputs are repeated `expand_size` times (beams, or `num_return_sequences`).
+
+        Encoder-decoder attention then computes W^K and W^V of each sentence once, keeps one copy in the cache, and
+        attends from all beams of a sentence at once (`shared_encoder_output_beams`). With an attention
+        implementation other than "sdpa" or "eager", everything is repeated, as in transformers.
+
+        Returns:
+            `(input_ids, model_kwargs)`: `(batch * expand_size, len)` decoder ids and the generation kwargs.
+        """
+        if (
+            expand_size == 1
+            or not is_encoder_decoder
+            or self.config._attn_implementation not in SHARED_ENCODER_OUTPUT_IMPLEMENTATIONS
+        ):
+            return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **kwargs)
+        if kwargs.get("encoder_outputs") is None:
+            raise ValueError("If `is_encoder_decoder` is True, make sure that `encoder_outputs` is defined.")
+        shared = {name: kwargs.pop(name) for name in ("encoder_outputs", "attention_mask") if name in kwargs}
+        input_ids, kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **kwargs)
+        return input_ids, {**kwargs, **shared}
+
     @staticmethod
     def _reorder_cache(past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:
         """Beam search: make row i of the self-attention cache that of beam `beam_idx[i]`; keep the cross-attention
         cache as it is. Called by `GenerationMixin` instead of `Cache.reorder_cache`, which would copy both.
 
-        The cross-attention keys and values are W^K and W^V applied to the encoder output (§3.2.3), which `generate`
-        repeats once per beam, so all rows of one sentence are equal; and beam search only ever moves a row to
-        another beam of the same sentence. Copying them every step is therefore a no-op, and it was the larger part
-        of the cache reordering, itself 15% of beam-4 decoding time on CPU (`benchmarks/run.py`).
+        The cross-attention keys and values are W^K and W^V applied to the encoder output (§3.2.3): one row per
+        sentence (`_expand_inputs_for_generation`), or, with other attention implementations, one per beam, all
+        equal within a sentence; beam search only ever moves a row to another beam of the same sentence. Copying
+        them every step is therefore a no-op (or impossible, with one row per sentence); it was the larger part of
+        the cache reordering, itself 15% of beam-4 decoding time on CPU (`benchmarks/run.py`).
 
         Args:
             past_key_values: the `EncoderDecoderCache` (or a self-attention-only `Cache`) of `(batch * beams, ...)`.
