@@ -443,6 +443,16 @@ def time_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) 
     return times
 
 
+def paired_speedup(times: dict[str, list[float]], peer: str) -> dict:
+    """Speed-up of ours over `peer` round by round (peer seconds / our seconds within one interleaved round):
+    median and quartiles (`statistics.quantiles`, n=4). A shared VM's speed drifts by 30% between rounds; the two
+    runs of one round see nearly the same machine, so these ratios show how far the ratio of medians can be trusted.
+    """
+    ratios = [theirs / ours for ours, theirs in zip(times["ours"], times[peer], strict=True)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return {"median": median, "q1": q1, "q3": q3, "per_round": ratios}
+
+
 def matmul_peak(device: str, dtype: torch.dtype, n: int, repeats: int) -> dict:
     """This machine's dense matmul peak: the best GFLOP/s of `repeats` runs of `torch.mm` of two n x n matrices
     (2 n^3 FLOPs), after two warm-ups. The best rather than the median, because a peak is what the hardware reaches
@@ -689,6 +699,7 @@ def training_section(args, run_plan: Plan, tokenizer, peaks: dict) -> dict:
                 "tokens_per_s": tokens_per_s,
                 "ratio_ours_over_marian": tokens_per_s["ours"] / tokens_per_s["marian"],
                 "ratio_ours_over_torch": tokens_per_s["ours"] / tokens_per_s["torch"],
+                "paired_ratio_ours_over_marian": paired_speedup(times, "marian"),
                 "flops": flops,
                 "mfu": {kind: flops["flops_per_token"] * rate / peak for kind, rate in tokens_per_s.items()},
             }
@@ -758,6 +769,7 @@ def translation_section(args, run_plan: Plan, tokenizer) -> dict:
             "generated_tokens": generated,
             "distinct_generated_tokens": distinct,
             "ratio_ours_over_marian": sentences_per_s["ours"] / sentences_per_s["marian"],
+            "paired_ratio_ours_over_marian": paired_speedup(times, "marian"),
             "identical_translations": identical,
         }
         print(
@@ -883,24 +895,31 @@ def machine_name(device: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def iqr(paired: dict) -> str:
+    """`paired_speedup` as "median [q1, q3]"."""
+    return f"{paired['median']:.3f} [{paired['q1']:.3f}, {paired['q3']:.3f}]"
+
+
 def markdown(results: dict) -> str:
     lines = [
         f"# Benchmarks on `{results['machine']}` ({results['device']}{', quick' if results['quick'] else ''})",
         "",
         f"torch {results['versions']['torch']}, transformers {results['versions']['transformers']}; "
-        f"median of {results['repeats']} rounds after a warm-up; ratios are ours / peer.",
+        f"median of {results['repeats']} rounds after a warm-up; ratios are ours / peer (speed: of the medians; "
+        "'per round': the median and quartiles of the ratios within each round).",
         "",
         "## Training step (forward + backward + Adam), source + target tokens/s",
         "",
-        "| size / precision | batch (src, tgt) | ours | MarianMT | nn.Transformer | ours/Marian | ours/torch "
-        "| MFU ours | MFU Marian | MFU torch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| size / precision | batch (src, tgt) | ours | MarianMT | nn.Transformer | ours/Marian | per round (IQR) "
+        "| ours/torch | MFU ours | MFU Marian | MFU torch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, entry in results["training"].items():
         rate, mfu = entry["tokens_per_s"], entry["mfu"]
         lines.append(
             f"| {key} | {entry['src_shape']}, {entry['tgt_shape']} | {rate['ours']:,.0f} | "
             f"{rate['marian']:,.0f} | {rate['torch']:,.0f} | {entry['ratio_ours_over_marian']:.3f} | "
+            f"{iqr(entry['paired_ratio_ours_over_marian'])} | "
             f"{entry['ratio_ours_over_torch']:.3f} | {mfu['ours']:.1%} | {mfu['marian']:.1%} | "
             f"{mfu['torch']:.1%} |"
         )
@@ -918,8 +937,9 @@ def markdown(results: dict) -> str:
         "",
         f"Model: {translation['model']}; size {translation['size']}.",
         "",
-        "| search | ours sent/s | Marian sent/s | ours tok/s | Marian tok/s | ours/Marian | identical ids |",
-        "|---|---|---|---|---|---|---|",
+        "| search | ours sent/s | Marian sent/s | ours tok/s | Marian tok/s | ours/Marian | per round (IQR) "
+        "| identical ids |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label in ("greedy", "beam4"):
         entry = translation[label]
@@ -927,7 +947,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {label} | {sent['ours']:,.2f} | {sent['marian']:,.2f} | {tok['ours']:,.0f} | "
             f"{tok['marian']:,.0f} | {entry['ratio_ours_over_marian']:.3f} | "
-            f"{entry['identical_translations']} |"
+            f"{iqr(entry['paired_ratio_ours_over_marian'])} | {entry['identical_translations']} |"
         )
     memory = results["memory"]
     lines += [
