@@ -235,11 +235,15 @@ class VaswaniTransformerAttention(nn.Module):
         """
         Args:
             hidden_states: `(batch, tgt_len, d_model)` queries (and keys/values for self-attention).
-            key_value_states: `(batch, src_len, d_model)` encoder output, for encoder-decoder attention only.
+            key_value_states: `(batch, src_len, d_model)` encoder output, for encoder-decoder attention only; or
+                `(batch / beams, src_len, d_model)`, one row per sentence whose `beams` hypotheses are adjacent rows
+                of `hidden_states` (beam search, see `shared_encoder_output_beams`).
             attention_mask: mask from `transformers.masking_utils` for the chosen implementation, or None.
             past_key_values: `EncoderDecoderCache` while decoding incrementally, else None.
         Returns:
             `(batch, tgt_len, d_model)` output and the `(batch, heads, tgt_len, src_len)` weights (eager only).
+        Raises:
+            ValueError: from `shared_encoder_output_beams`, if the encoder rows do not divide the decoder rows.
         """
         batch, tgt_len, d_model = hidden_states.shape
         beams = 1  # hypotheses per source sentence sharing one encoder output (beam search, see below)
