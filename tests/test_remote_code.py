@@ -17,17 +17,20 @@ from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 LOAD_WITHOUT_PACKAGE = BLOCK_PACKAGE_IMPORT + textwrap.dedent(
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
     model_dir, inputs_file = sys.argv[1], sys.argv[2]
     inputs = torch.load(inputs_file)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
     assert AutoConfig.from_pretrained(model_dir, trust_remote_code=True).model_type == "vaswani_transformer"
+    bare = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    assert type(bare).__name__ == "VaswaniTransformerModel", type(bare).__name__
     with torch.no_grad():
         logits = model(**inputs["forward"]).logits
         generated = model.generate(**inputs["generate"])
-    torch.save({"logits": logits, "generated": generated}, inputs_file + ".out")
+        decoder_states = bare(**inputs["forward"]).last_hidden_state
+    torch.save({"logits": logits, "generated": generated, "decoder_states": decoder_states}, inputs_file + ".out")
     """
 )
 
@@ -60,4 +63,6 @@ def test_remote_code_load_without_the_package(tmp_path):
     remote = torch.load(workdir / "inputs.pt.out")
     with torch.no_grad():
         torch.testing.assert_close(remote["logits"], model(**inputs["forward"]).logits, rtol=0, atol=0)
+        expected_states = model.model(**inputs["forward"]).last_hidden_state
+        torch.testing.assert_close(remote["decoder_states"], expected_states, rtol=0, atol=0)
         assert torch.equal(remote["generated"], model.generate(**inputs["generate"]))

@@ -834,16 +834,25 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, also recording the translation pipeline in `config.custom_pipelines`.
+        """`PreTrainedModel.save_pretrained`, also recording the translation pipeline in `config.custom_pipelines`
+        and, for remote code, the bare encoder-decoder under `AutoModel` in `config.auto_map`.
 
         transformers copies the files this module imports (relatively, even inside a function) next to the weights,
         so `pipeline("translation", model=save_directory, trust_remote_code=True)` works on transformers 5.x, whose
         built-in "translation" task is gone. Imported here, not at the top, so that loading a model does not import
-        transformers' pipelines.
+        transformers' pipelines. transformers itself records only the saved class (`AutoModelForSeq2SeqLM`); the
+        `AutoModel` entry lets `AutoModel.from_pretrained(save_directory, trust_remote_code=True)` load
+        `VaswaniTransformerModel` from the same weights (its parameters are this model's `model.*`).
         """
         from .pipeline_translation import translation_custom_pipelines
 
         self.config.custom_pipelines = translation_custom_pipelines()
+        if self._auto_class is not None:  # registered for remote code (`vaswani_transformer/__init__.py`)
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.VaswaniTransformerModel",
+            }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _expand_inputs_for_generation(
