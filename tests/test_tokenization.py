@@ -235,6 +235,8 @@ def test_batch_fast_path_keeps_gc_state_and_too_long_warning(synthetic_tokenizer
     assert synthetic_tokenizer.deprecation_warnings.get("sequence-length-is-longer-than-the-specified-maximum")
     with pytest.raises(TypeError):
         synthetic_tokenizer(["a string", 3])
+    # Options left out take the base class's defaults (no padding, no truncation, special tokens added).
+    assert dict(synthetic_tokenizer._encode_plus(["a b", "c"])) == dict(synthetic_tokenizer(["a b", "c"]))
 
 
 def test_training_is_deterministic(multi30k_lines, tmp_path):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import BPE
-from transformers.tokenization_utils_base import BatchEncoding
+from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 
@@ -35,6 +35,16 @@ MIN_VOCAB_SIZE = len(SPECIAL_TOKENS) + BYTE_ALPHABET_SIZE
 # Longest sequence, in tokens, that `truncation=True` keeps by default; keep equal to the model's
 # `max_position_embeddings` (Multi30k sentences are < 100 tokens, WMT sentences rarely exceed 250).
 DEFAULT_MODEL_MAX_LENGTH = 1024
+# `_encode_plus` options that need transformers' per-sentence conversion (`TokenizersBackend._encode_plus`).
+_BASE_CLASS_OPTIONS = (
+    "is_split_into_words",
+    "return_token_type_ids",
+    "return_overflowing_tokens",
+    "return_special_tokens_mask",
+    "return_offsets_mapping",
+    "return_length",
+    "sanitize_control_tokens",
+)
 
 
 def normalize_text(text: str) -> str:
@@ -193,37 +203,16 @@ class VaswaniTransformerTokenizerFast(TokenizersBackend):
             **kwargs,
         )
 
-    def _encode_plus(
-        self,
-        text,
-        text_pair=None,
-        add_special_tokens: bool = True,
-        padding_strategy=None,
-        truncation_strategy=None,
-        max_length: int | None = None,
-        stride: int = 0,
-        is_split_into_words: bool = False,
-        pad_to_multiple_of: int | None = None,
-        padding_side: str | None = None,
-        return_tensors=None,
-        return_token_type_ids: bool | None = None,
-        return_attention_mask: bool | None = None,
-        return_overflowing_tokens: bool = False,
-        return_special_tokens_mask: bool = False,
-        return_offsets_mapping: bool = False,
-        return_length: bool = False,
-        verbose: bool = True,
-        split_special_tokens: bool | None = None,
-        **kwargs,
-    ) -> BatchEncoding:
+    def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
         """Encode a batch of plain strings straight from `encode_batch`; anything else goes to `TokenizersBackend`.
 
         `TokenizersBackend._encode_plus` builds one dict per sentence and then restacks them, which costs as much as
-        the Rust encoding itself on short sentences. For the common call (a list of strings, no pairs, no offsets,
-        overflow, special-token mask, lengths or token type ids) this builds the same `BatchEncoding` -- same keys,
-        same ids and masks, same `encodings`, same too-long warning -- with one list comprehension per key, with the
-        cyclic garbage collector paused while the lists are built (`_cyclic_gc_paused`).
-        `tests/test_tokenization.py` checks equality with the base class for padding, truncation and tensors.
+        the Rust encoding itself on short sentences. For the common call (a list of strings, no pairs, none of
+        `_BASE_CLASS_OPTIONS`) this builds the same `BatchEncoding` -- same keys, same ids and masks, same
+        `encodings`, same too-long warning -- with one list comprehension per key, with the cyclic garbage
+        collector paused while the lists are built (`_cyclic_gc_paused`). Options not given take the base class's
+        defaults. `tests/test_tokenization.py` checks equality with the base class for padding, truncation and
+        tensors.
 
         Args and returns: as `TokenizersBackend._encode_plus` (called by `__call__`).
 
@@ -235,58 +224,35 @@ class VaswaniTransformerTokenizerFast(TokenizersBackend):
             or not text
             or not isinstance(text[0], str)
             or text_pair is not None
-            or is_split_into_words
-            or return_token_type_ids
-            or return_overflowing_tokens
-            or return_special_tokens_mask
-            or return_offsets_mapping
-            or return_length
-            or kwargs.get("sanitize_control_tokens")
+            or any(kwargs.get(option) for option in _BASE_CLASS_OPTIONS)
         ):
-            return super()._encode_plus(
-                text,
-                text_pair=text_pair,
-                add_special_tokens=add_special_tokens,
-                padding_strategy=padding_strategy,
-                truncation_strategy=truncation_strategy,
-                max_length=max_length,
-                stride=stride,
-                is_split_into_words=is_split_into_words,
-                pad_to_multiple_of=pad_to_multiple_of,
-                padding_side=padding_side,
-                return_tensors=return_tensors,
-                return_token_type_ids=return_token_type_ids,
-                return_attention_mask=return_attention_mask,
-                return_overflowing_tokens=return_overflowing_tokens,
-                return_special_tokens_mask=return_special_tokens_mask,
-                return_offsets_mapping=return_offsets_mapping,
-                return_length=return_length,
-                verbose=verbose,
-                split_special_tokens=split_special_tokens,
-                **kwargs,
-            )
+            return super()._encode_plus(text, text_pair=text_pair, **kwargs)
+        max_length = kwargs.get("max_length")
         self.set_truncation_and_padding(
-            padding_strategy=padding_strategy,
-            truncation_strategy=truncation_strategy,
+            padding_strategy=kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD),
+            truncation_strategy=kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE),
             max_length=max_length,
-            stride=stride,
-            pad_to_multiple_of=pad_to_multiple_of,
-            padding_side=padding_side,
+            stride=kwargs.get("stride", 0),
+            pad_to_multiple_of=kwargs.get("pad_to_multiple_of"),
+            padding_side=kwargs.get("padding_side"),
         )
+        split_special_tokens = kwargs.get("split_special_tokens")
         if split_special_tokens is None:
             split_special_tokens = self.split_special_tokens
         if self._tokenizer.encode_special_tokens != split_special_tokens:
             self._tokenizer.encode_special_tokens = split_special_tokens
         # A non-string item past the first raises the Rust TypeError, as in the base class.
-        encodings = self._tokenizer.encode_batch(text, add_special_tokens=add_special_tokens)
+        encodings = self._tokenizer.encode_batch(text, add_special_tokens=kwargs.get("add_special_tokens", True))
+        return_attention_mask = kwargs.get("return_attention_mask")
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
         with _cyclic_gc_paused():
             data = {"input_ids": [encoding.ids for encoding in encodings]}
             if return_attention_mask:
                 data["attention_mask"] = [encoding.attention_mask for encoding in encodings]
-        self._eventual_warn_about_too_long_sequence(max(data["input_ids"], key=len), max_length, verbose)
-        return BatchEncoding(data, encodings, tensor_type=return_tensors)
+        longest = max(data["input_ids"], key=len)
+        self._eventual_warn_about_too_long_sequence(longest, max_length, kwargs.get("verbose", True))
+        return BatchEncoding(data, encodings, tensor_type=kwargs.get("return_tensors"))
 
     @classmethod
     def train_from_iterator(
