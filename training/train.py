@@ -229,8 +229,8 @@ def resolve_data_dir(args: DataArguments) -> None:
 
 
 def load_raw(args: DataArguments) -> datasets.DatasetDict:
-    """Read train/validation/test pairs (`training.data.load_parallel_dataset`); Multi30k if no source is given."""
-    resolve_data_dir(args)
+    """Read train/validation/test pairs (`training.data.load_parallel_dataset`) from `args`, after
+    `resolve_data_dir(args)` has named the Multi30k folder if no source was given."""
     data_dir = args.data_dir
     splits = {"train": "train", "validation": args.validation_split, "test": args.test_split} if data_dir else None
     raw = load_parallel_dataset(
