@@ -53,11 +53,11 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 from transformers import MarianConfig, MarianMTModel  # noqa: E402
 
-from training.data import default_data_dir, read_lines  # noqa: E402
-from training.recipe import build_optimizer  # noqa: E402
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration  # noqa: E402
 from vaswani_transformer.convert import from_marian  # noqa: E402
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast  # noqa: E402
+from vaswani_transformer.training.data import default_data_dir, read_lines  # noqa: E402
+from vaswani_transformer.training.recipe import build_optimizer  # noqa: E402
 
 
 CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"

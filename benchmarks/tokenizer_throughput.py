@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO_ROOT))  # run as `python benchmarks/tokenizer_throug
 import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 
-from training.data import default_data_dir, iter_texts, load_parallel_dataset  # noqa: E402
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast  # noqa: E402
+from vaswani_transformer.training.data import default_data_dir, iter_texts, load_parallel_dataset  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

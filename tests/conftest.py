@@ -6,12 +6,28 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from vaswani_transformer import (
+    VaswaniTransformerConfig,
+    VaswaniTransformerForConditionalGeneration,
+    save_translation_pipeline,
+)
+from vaswani_transformer.training.data import default_data_dir
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# One setting finds the real data: VASWANI_DATA_DIR, defaulting to ../shared/data beside the checkout.
-DATA_DIR = Path(os.environ.get("VASWANI_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-MULTI30K_DIR = DATA_DIR / "multi30k"
+# One setting finds the real data (`default_data_dir`): VASWANI_DATA_DIR, defaulting to ../shared/data.
+MULTI30K_DIR = default_data_dir()
+END_TO_END_DIR = Path(__file__).resolve().parent / "end_to_end"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests under tests/end_to_end/ (real training runs in subprocesses) are marked `slow`: CI runs them all;
+    `pytest -m "not slow"` is the quick loop while editing."""
+    for item in items:
+        if END_TO_END_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 # Prepended to scripts run in a fresh interpreter: `sys.modules[name] = None` makes `import vaswani_transformer` fail
@@ -68,8 +84,6 @@ def real_sentences(multi30k_dir) -> dict[str, list[str]]:
 
 def tiny_config(**overrides):
     """The suite's tiny model: d_model 16, 2 + 2 layers, 4 heads, d_ff 32, no dropout unless overridden."""
-    from vaswani_transformer import VaswaniTransformerConfig
-
     values = dict(
         vocab_size=1000,
         d_model=16,
@@ -84,3 +98,30 @@ def tiny_config(**overrides):
     )
     values.update(overrides)
     return VaswaniTransformerConfig(**values)
+
+
+def save_tiny_translation_model(
+    directory: Path, tokenizer, seed: int = 0, **config_overrides
+) -> VaswaniTransformerForConditionalGeneration:
+    """Save a random tiny model (the suite's `tiny_config`), its tokenizer and the pipeline into `directory`.
+
+    The generation config is greedy with `max_new_tokens=6`, so that the pipeline's defaults are visible in tests;
+    `config_overrides` go to `tiny_config`. Returns the model in eval mode.
+    """
+    torch.manual_seed(seed)
+    model = VaswaniTransformerForConditionalGeneration(
+        tiny_config(vocab_size=len(tokenizer), **config_overrides)
+    ).eval()
+    model.generation_config.max_new_tokens = 6
+    model.generation_config.num_beams = 1
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    save_translation_pipeline(directory)
+    return model
+
+
+def generate_texts(model, tokenizer, sentences: list[str], **generate_kwargs) -> list[str]:
+    """The reference: one padded batch through `generate` and `batch_decode`."""
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return tokenizer.batch_decode(model.generate(**batch, **generate_kwargs), skip_special_tokens=True)

@@ -1,87 +1,12 @@
-"""Plot validation sacreBLEU against training minutes from a run's `log.jsonl` (written by `training/train.py`).
+"""Plot validation BLEU against training minutes from a run's log.jsonl.
 
-    python training/plot_bleu_curve.py outputs/multi30k_en_de_cpu [more run dirs] --output docs/bleu_curve.png
+    python training/plot_bleu_curve.py outputs/multi30k_en_de_cpu --output docs/bleu_curve_multi30k.png
 
-Each training log line carries `step` and `elapsed_seconds` (training wall-clock, validation included); each
-validation line carries `step` and `eval_bleu`. A validation point is placed at the elapsed time of the training line
-with the same step. The final test score (`test_bleu`) is drawn as a marker at the end of the run.
+A thin script over `vaswani_transformer.training.bleu_curve`, installed as the `vaswani-plot-bleu-curve` command too
+(`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-import argparse
-import json
-from collections.abc import Sequence
-from pathlib import Path
-
-
-__all__ = ["bleu_curve", "main"]
-
-
-def bleu_curve(log_path: str | Path) -> tuple[list[tuple[float, float]], float | None, float]:
-    """Read `log.jsonl`: `([(minutes, validation BLEU), ...], test BLEU or None, minutes of training in all)`.
-
-    Raises:
-        FileNotFoundError: if `log_path` does not exist.
-        ValueError: naming the file and line number of a line that is not JSON, or a validation step that has no
-            training line with its elapsed time.
-    """
-    elapsed_by_step, validation, test_bleu, last_minutes = {}, [], None, 0.0
-    path = Path(log_path)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not a JSON line ({error.msg})") from error
-        if "elapsed_seconds" in record:
-            elapsed_by_step[record["step"]] = record["elapsed_seconds"] / 60
-            last_minutes = max(last_minutes, elapsed_by_step[record["step"]])
-        if "eval_bleu" in record:
-            validation.append((record["step"], record["eval_bleu"], number))
-        if "test_bleu" in record:
-            test_bleu = record["test_bleu"]
-    points = []
-    for step, bleu, number in validation:
-        if step not in elapsed_by_step:
-            raise ValueError(f"{path}:{number}: validation at step {step} has no training line with elapsed_seconds")
-        points.append((elapsed_by_step[step], bleu))
-    return points, test_bleu, last_minutes
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """CLI: one curve per run directory, saved as a PNG (matplotlib, Agg backend). Returns the PNG path."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", help="output_dir of training runs (each holds log.jsonl)")
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--title", default="Validation sacreBLEU during training (2 CPU cores)")
-    args = parser.parse_args(argv)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(7, 4))
-    for run_dir in args.run_dirs:
-        points, test_bleu, end_minutes = bleu_curve(Path(run_dir) / "log.jsonl")
-        minutes, bleus = zip(*points, strict=True) if points else ((), ())
-        (line,) = axes.plot(minutes, bleus, marker="o", label=f"{Path(run_dir).name} (validation)")
-        if test_bleu is not None:
-            axes.plot([end_minutes], [test_bleu], marker="*", markersize=14, color=line.get_color(), linestyle="")
-            axes.annotate(
-                f"test {test_bleu:.1f}", (end_minutes, test_bleu), textcoords="offset points", xytext=(-50, 8)
-            )
-    axes.set_xlabel("training time (minutes)")
-    axes.set_ylabel("sacreBLEU")
-    axes.set_title(args.title)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(output, dpi=120)
-    print(output)
-    return output
+from vaswani_transformer.training.bleu_curve import main
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline import save_tiny_translation_model
+from conftest import REPO_ROOT, save_tiny_translation_model
 
-from training.push_to_hub import files_to_upload, push_to_hub
+from vaswani_transformer.training.hub import files_to_upload, push_to_hub
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PUSH = str(REPO_ROOT / "training" / "push_to_hub.py")
 # What a finished training run leaves beside the model: kept (results, arguments, card) and never uploaded.
 RUN_FILES_KEPT = ["README.md", "results_test_2016_flickr.json", "train_results.json", "training_args.json"]

@@ -12,10 +12,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from training.average_checkpoints import average_checkpoints, load_averaged_into
-from training.batching import TokenBatchSampler, build_collator
-from training.checkpoints import TRAINER_STATE_NAME, TrainerState, latest_checkpoint, list_checkpoints
-from training.recipe import build_optimizer, build_scheduler, inverse_sqrt_lr
+from vaswani_transformer.training.averaging import average_checkpoints, load_averaged_into
+from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
+from vaswani_transformer.training.checkpoints import (
+    TRAINER_STATE_NAME,
+    TrainerState,
+    latest_checkpoint,
+    list_checkpoints,
+)
+from vaswani_transformer.training.recipe import build_optimizer, build_scheduler, inverse_sqrt_lr
 
 
 # §5.3, Eq. 3 ------------------------------------------------------------------------------------------------------
@@ -271,7 +276,7 @@ def test_checkpoint_listing_ignores_tmp_and_incomplete(tmp_path):
 def test_local_sacrebleu_metric_matches_sacrebleu():
     import sacrebleu
 
-    from training.evaluate import load_metric
+    from vaswani_transformer.training.evaluation import load_metric
 
     hypotheses = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee", "eine Frau singt"]
     references = ["Ein Mann fährt ein Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau singt auf der Bühne."]

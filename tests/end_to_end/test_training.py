@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 from safetensors.torch import load_file
 
-from training.checkpoints import latest_checkpoint
-from training.recipe import inverse_sqrt_lr
+from vaswani_transformer.training.checkpoints import latest_checkpoint
+from vaswani_transformer.training.recipe import inverse_sqrt_lr
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN = str(REPO_ROOT / "training" / "train.py")
 ACCELERATE_2PROC = str(REPO_ROOT / "training" / "configs" / "accelerate_cpu_2proc.yaml")
 TINY_MODEL = (
@@ -131,7 +131,7 @@ def test_resumed_run_reaches_the_same_weights(smoke, multi30k_dir, tmp_path):
 def test_average_checkpoints_cli_on_a_run(smoke, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
-    from training.average_checkpoints import main as average_main
+    from vaswani_transformer.training.averaging import main as average_main
 
     out, _ = smoke
     average_main(["--checkpoint_dir", str(out), "--last_k", "2", "--output", str(tmp_path)])
@@ -144,7 +144,7 @@ def test_average_checkpoints_cli_on_a_run(smoke, tmp_path):
 
 
 def test_evaluate_cli_writes_scores_and_hypotheses(smoke, multi30k_dir, tmp_path):
-    from training.evaluate import main as evaluate_main
+    from vaswani_transformer.training.evaluation import main as evaluate_main
 
     out, _ = smoke
     args = ["--model", str(out), "--split", "val", "--data_dir", str(multi30k_dir), "--max_samples", "4"]
@@ -186,7 +186,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(smoke, multi
 
 
 def test_mismatched_line_counts_fail_naming_the_files(tmp_path):
-    from training.train import main
+    from vaswani_transformer.training.train import main
 
     data = tmp_path / "data"
     data.mkdir()
@@ -197,7 +197,7 @@ def test_mismatched_line_counts_fail_naming_the_files(tmp_path):
 
 
 def test_empty_training_set_is_a_clear_error(smoke, multi30k_dir, tmp_path):
-    from training.train import main
+    from vaswani_transformer.training.train import main
 
     reference, _ = smoke
     args = ["--tokenizer_name", str(reference), "--max_source_length", "1"]
@@ -209,7 +209,7 @@ def test_empty_training_set_is_a_clear_error(smoke, multi30k_dir, tmp_path):
     "config", sorted((REPO_ROOT / "training" / "configs").glob("[mw]*.yaml")), ids=lambda p: p.name
 )
 def test_presets_parse(config):
-    from training.train import parse_arguments
+    from vaswani_transformer.training.train import parse_arguments
 
     model_args, data_args, train_args = parse_arguments(["--config", str(config)])
     assert train_args.output_dir and train_args.num_beams == 4 and train_args.length_penalty == 0.6
@@ -219,7 +219,7 @@ def test_presets_parse(config):
 
 
 def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
-    from training.train import parse_arguments
+    from vaswani_transformer.training.train import parse_arguments
 
     config = tmp_path / "run.yaml"
     config.write_text("output_dir: from_yaml\nmax_tokens: 1234\nd_model: 64\n")
@@ -230,7 +230,7 @@ def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
         parse_arguments(["--config", str(config)])
     with pytest.raises(ValueError, match="needs checkpoints"):
         parse_arguments(["--output_dir", "x", "--average_last_k", "5"])
-    from training.train import TrainingArguments, check_hub_access
+    from vaswani_transformer.training.train import TrainingArguments, check_hub_access
 
     monkeypatch.setenv("HF_TOKEN", "")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no_token_here"))
@@ -239,7 +239,7 @@ def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
 
 
 def test_training_args_record_the_data_folder_actually_read(tmp_path, monkeypatch):
-    from training.train import DataArguments, resolve_data_dir
+    from vaswani_transformer.training.train import DataArguments, resolve_data_dir
 
     monkeypatch.setenv("VASWANI_DATA_DIR", str(tmp_path))
     args = DataArguments()
@@ -251,7 +251,7 @@ def test_training_args_record_the_data_folder_actually_read(tmp_path, monkeypatc
 
 
 def test_bleu_curve_places_validation_at_the_training_clock(tmp_path):
-    from training.plot_bleu_curve import bleu_curve, main
+    from vaswani_transformer.training.bleu_curve import bleu_curve, main
 
     records = [
         {"step": 50, "loss": 5.0, "elapsed_seconds": 60.0},

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pipeline import generate_texts, save_tiny_translation_model
+from conftest import REPO_ROOT, generate_texts, save_tiny_translation_model
 
 from vaswani_transformer.pipeline_translation import TranslationPipeline
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
 # Distinct shapes per stack, so that a grid drawn from the wrong attention would have the wrong tiles.
 ENCODER_LAYERS, ENCODER_HEADS, DECODER_LAYERS, DECODER_HEADS = 2, 4, 3, 2

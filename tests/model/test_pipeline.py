@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE_IMPORT, tiny_config
+from conftest import BLOCK_PACKAGE_IMPORT, generate_texts, save_tiny_translation_model
 
-from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.pipeline_translation import (
     TranslationPipeline,
     save_translation_pipeline,
@@ -31,26 +30,6 @@ from vaswani_transformer.pipeline_translation import (
 
 
 SENTENCES = ["A man is riding a bicycle.", "Two dogs play in the snow near a red house.", "A girl."]
-
-
-def save_tiny_translation_model(
-    directory: Path, tokenizer, seed: int = 0, **config_overrides
-) -> VaswaniTransformerForConditionalGeneration:
-    """Save a random tiny model (the suite's `tiny_config`), its tokenizer and the pipeline into `directory`.
-
-    The generation config is greedy with `max_new_tokens=6`, so that the pipeline's defaults are visible in tests;
-    `config_overrides` go to `tiny_config`. Returns the model in eval mode.
-    """
-    torch.manual_seed(seed)
-    model = VaswaniTransformerForConditionalGeneration(
-        tiny_config(vocab_size=len(tokenizer), **config_overrides)
-    ).eval()
-    model.generation_config.max_new_tokens = 6
-    model.generation_config.num_beams = 1
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    save_translation_pipeline(directory)
-    return model
 
 
 def add_to_hub_cache(model_dir: Path, hf_home: Path, repo_id: str) -> str:
@@ -90,13 +69,6 @@ def saved(tmp_path_factory, small_tokenizer):
 def translator(saved):
     _, model, tokenizer = saved
     return TranslationPipeline(model=model, tokenizer=tokenizer)
-
-
-def generate_texts(model, tokenizer, sentences: list[str], **generate_kwargs) -> list[str]:
-    """The reference: one padded batch through `generate` and `batch_decode`."""
-    batch = tokenizer(sentences, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        return tokenizer.batch_decode(model.generate(**batch, **generate_kwargs), skip_special_tokens=True)
 
 
 def test_string_gives_a_list_with_one_dict_equal_to_generate(saved, translator):

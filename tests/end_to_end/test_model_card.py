@@ -17,11 +17,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from vaswani_transformer.pipeline_translation import save_translation_pipeline
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN = str(REPO_ROOT / "training" / "train.py")
 RENDER = str(REPO_ROOT / "model_cards" / "render.py")
 TINY_MODEL = (

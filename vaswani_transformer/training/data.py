@@ -27,7 +27,8 @@ __all__ = ["DEFAULT_SPLITS", "default_data_dir", "iter_texts", "load_parallel_da
 
 # Our split name -> the file-name stem of that split in a data_dir (Multi30k's names; test = Flickr test 2016).
 DEFAULT_SPLITS = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The checkout this package is installed from (editable install), whose sibling ../shared/data holds Multi30k.
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_data_dir() -> Path:

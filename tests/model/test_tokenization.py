@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE_IMPORT
+from conftest import BLOCK_PACKAGE_IMPORT, REPO_ROOT
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from training.data import load_parallel_dataset, read_lines
-from training.train_tokenizer import train_tokenizer
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from vaswani_transformer.training.data import load_parallel_dataset, read_lines
+from vaswani_transformer.training.tokenizer_training import train_tokenizer
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "de", "fr", "cs")
 SPLITS = ("train", "val", "test_2016_flickr")
 PAD, BOS, EOS, UNK = 0, 1, 2, 3

@@ -17,36 +17,25 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import evaluate as hf_evaluate
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
-
-if __package__ in (None, ""):  # run as `python training/<script>.py`: import `training` from the repository root
-    # Python put training/ first on sys.path, where training/evaluate.py would shadow the `evaluate` library.
-    _ROOT, _HERE = Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent
-    if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
-        sys.path[0] = str(_ROOT)
-    else:
-        sys.path.insert(0, str(_ROOT))
-
-import evaluate as hf_evaluate  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import gather_object  # noqa: E402
-from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
-
-from training.data import default_data_dir, load_parallel_dataset  # noqa: E402
+from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
 
 
 __all__ = ["EvaluationArguments", "evaluate_translations", "load_metric", "main", "translate"]
 
 logger = logging.getLogger(__name__)
 
-METRIC_PATH = Path(__file__).resolve().parent / "metrics" / "sacrebleu_metric"
+METRIC_PATH = Path(__file__).resolve().parent / "sacrebleu_metric.py"
 # §6.1: "maximum output length during inference to input length + 50".
 EXTRA_OUTPUT_TOKENS = 50
 

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import datasets
 import pytest
+from conftest import REPO_ROOT
 
-from training.data import DEFAULT_SPLITS, default_data_dir, iter_texts, load_parallel_dataset, read_lines
+from vaswani_transformer.training.data import (
+    DEFAULT_SPLITS,
+    default_data_dir,
+    iter_texts,
+    load_parallel_dataset,
+    read_lines,
+)
 
 
 def _first_and_last_line(path: Path) -> tuple[str, str]:
@@ -43,7 +50,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("VASWANI_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path / "multi30k"
     monkeypatch.delenv("VASWANI_DATA_DIR")
-    assert default_data_dir() == Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "multi30k"
+    assert default_data_dir() == REPO_ROOT.parent / "shared" / "data" / "multi30k"
 
 
 def test_iter_texts_yields_both_sides_row_by_row(multi30k_dir):
