@@ -314,43 +314,18 @@ class VaswaniTransformerFeedForward(nn.Module):
 # §3.1 Encoder and decoder layers --------------------------------------------------------------------------------
 
 
-def residual_sublayer(
-    hidden_states: torch.Tensor,
-    sublayer: Callable[[torch.Tensor], torch.Tensor],
-    layer_norm: nn.LayerNorm,
-    dropout: float,
-    normalize_before: bool,
-    training: bool,
-) -> torch.Tensor:
-    """§3.1 and §5.4: LayerNorm(x + Dropout(Sublayer(x))), the paper's post-norm residual connection.
+class VaswaniTransformerEncoderLayer(GradientCheckpointingLayer):
+    """§3.1: one encoder layer, multi-head self-attention then a position-wise feed-forward network.
 
-    With `normalize_before` (config `layer_norm_position="pre"`): x + Dropout(Sublayer(LayerNorm(x))).
+    Each sub-layer is wrapped as LayerNorm(x + Dropout(Sublayer(x))) (§3.1, dropout §5.4), or as
+    x + Dropout(Sublayer(LayerNorm(x))) with `layer_norm_position="pre"`.
     """
-    if normalize_before:
-        # Deviation from the paper (opt-in): pre-norm, as tensor2tensor's and fairseq's `normalize_before`.
-        return hidden_states + F.dropout(sublayer(layer_norm(hidden_states)), p=dropout, training=training)
-    return layer_norm(hidden_states + F.dropout(sublayer(hidden_states), p=dropout, training=training))
-
-
-class VaswaniTransformerLayer(GradientCheckpointingLayer):
-    """§3.1: what encoder and decoder layers share, the residual connection + layer normalisation of each sub-layer."""
-
-    def __init__(self, config: VaswaniTransformerConfig):
-        super().__init__()
-        self.dropout = config.dropout  # P_drop on each sub-layer output (§5.4)
-        self.normalize_before = config.layer_norm_position == "pre"
-
-    def connect(self, hidden_states: torch.Tensor, sublayer: Callable, layer_norm: nn.LayerNorm) -> torch.Tensor:
-        return residual_sublayer(
-            hidden_states, sublayer, layer_norm, self.dropout, self.normalize_before, self.training
-        )
-
-
-class VaswaniTransformerEncoderLayer(VaswaniTransformerLayer):
-    """§3.1: one encoder layer, multi-head self-attention then a position-wise feed-forward, each residual + norm."""
 
     def __init__(self, config: VaswaniTransformerConfig, layer_idx: int | None = None):
-        super().__init__(config)
+        super().__init__()
+        self.dropout = config.dropout  # P_drop on each sub-layer output (§5.4)
+        # Deviation from the paper (opt-in): pre-norm, as tensor2tensor's and fairseq's `normalize_before`.
+        self.normalize_before = config.layer_norm_position == "pre"
         self.self_attn = VaswaniTransformerAttention(config, config.encoder_attention_heads, layer_idx=layer_idx)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.ffn = VaswaniTransformerFeedForward(config, config.encoder_ffn_dim)
@@ -360,19 +335,33 @@ class VaswaniTransformerEncoderLayer(VaswaniTransformerLayer):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
     ) -> torch.Tensor:
         """`(batch, src_len, d_model)` -> `(batch, src_len, d_model)`."""
+        residual = hidden_states
+        if self.normalize_before:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
+        hidden_states, _ = self.self_attn(hidden_states, attention_mask=attention_mask, **kwargs)
+        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+        if not self.normalize_before:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
 
-        def self_attention(states: torch.Tensor) -> torch.Tensor:
-            return self.self_attn(states, attention_mask=attention_mask, **kwargs)[0]
+        residual = hidden_states
+        if self.normalize_before:
+            hidden_states = self.final_layer_norm(hidden_states)
+        hidden_states = self.ffn(hidden_states)  # (batch, src_len, d_model)
+        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+        if not self.normalize_before:
+            hidden_states = self.final_layer_norm(hidden_states)
+        return hidden_states
 
-        hidden_states = self.connect(hidden_states, self_attention, self.self_attn_layer_norm)
-        return self.connect(hidden_states, self.ffn, self.final_layer_norm)
 
-
-class VaswaniTransformerDecoderLayer(VaswaniTransformerLayer):
-    """§3.1: one decoder layer: masked self-attention, encoder-decoder attention, feed-forward; residual + norm."""
+class VaswaniTransformerDecoderLayer(GradientCheckpointingLayer):
+    """§3.1: one decoder layer: masked self-attention, encoder-decoder attention, feed-forward; each sub-layer
+    wrapped as in `VaswaniTransformerEncoderLayer`."""
 
     def __init__(self, config: VaswaniTransformerConfig, layer_idx: int | None = None):
-        super().__init__(config)
+        super().__init__()
+        self.dropout = config.dropout  # P_drop on each sub-layer output (§5.4)
+        # Deviation from the paper (opt-in): pre-norm, as tensor2tensor's and fairseq's `normalize_before`.
+        self.normalize_before = config.layer_norm_position == "pre"
         self.self_attn = VaswaniTransformerAttention(
             config, config.decoder_attention_heads, is_causal=True, layer_idx=layer_idx
         )
@@ -394,22 +383,38 @@ class VaswaniTransformerDecoderLayer(VaswaniTransformerLayer):
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         """`(batch, tgt_len, d_model)`, encoder output `(batch, src_len, d_model)` -> `(batch, tgt_len, d_model)`."""
+        residual = hidden_states
+        if self.normalize_before:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
+        hidden_states, _ = self.self_attn(
+            hidden_states, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
+        )
+        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+        if not self.normalize_before:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
 
-        def masked_self_attention(states: torch.Tensor) -> torch.Tensor:
-            return self.self_attn(states, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs)[0]
+        residual = hidden_states
+        if self.normalize_before:
+            hidden_states = self.encoder_attn_layer_norm(hidden_states)
+        hidden_states, _ = self.encoder_attn(
+            hidden_states,
+            key_value_states=encoder_hidden_states,
+            attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+        if not self.normalize_before:
+            hidden_states = self.encoder_attn_layer_norm(hidden_states)
 
-        def encoder_decoder_attention(states: torch.Tensor) -> torch.Tensor:
-            return self.encoder_attn(
-                states,
-                key_value_states=encoder_hidden_states,
-                attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
-                **kwargs,
-            )[0]
-
-        hidden_states = self.connect(hidden_states, masked_self_attention, self.self_attn_layer_norm)
-        hidden_states = self.connect(hidden_states, encoder_decoder_attention, self.encoder_attn_layer_norm)
-        return self.connect(hidden_states, self.ffn, self.final_layer_norm)
+        residual = hidden_states
+        if self.normalize_before:
+            hidden_states = self.final_layer_norm(hidden_states)
+        hidden_states = self.ffn(hidden_states)  # (batch, tgt_len, d_model)
+        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+        if not self.normalize_before:
+            hidden_states = self.final_layer_norm(hidden_states)
+        return hidden_states
 
 
 # Pre-trained model base, stacks, embeddings ---------------------------------------------------------------------
@@ -460,7 +465,7 @@ class VaswaniTransformerStack(VaswaniTransformerPreTrainedModel):
     """§3.1, §3.4, §3.5: what both stacks share: token embeddings scaled by sqrt(d_model), plus positional
     encodings, with dropout (§5.4), feeding N identical layers; pre-norm stacks end with a LayerNorm."""
 
-    layer_class: type[VaswaniTransformerLayer]
+    layer_class: type[GradientCheckpointingLayer]
 
     def __init__(self, config: VaswaniTransformerConfig, num_layers: int):
         super().__init__(config)

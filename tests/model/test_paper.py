@@ -9,9 +9,10 @@ from torch.nn import functional as F
 
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.modeling_vaswani_transformer import (
+    VaswaniTransformerDecoderLayer,
+    VaswaniTransformerEncoderLayer,
     VaswaniTransformerPositionalEncoding,
     label_smoothed_cross_entropy,
-    residual_sublayer,
     scaled_dot_product_attention,
     shift_tokens_right,
     sinusoidal_positional_encoding,
@@ -73,21 +74,43 @@ def test_attention_on_hand_built_tensors():
     torch.testing.assert_close(masked.flatten(), torch.tensor([10.0, 0.0]))
 
 
-def test_residual_connection_is_layer_norm_of_x_plus_sublayer():
+@pytest.mark.parametrize("layer_norm_position", ["post", "pre"])
+def test_layers_wrap_each_sublayer_in_residual_and_layer_norm(layer_norm_position):
+    """§3.1: LayerNorm(x + Sublayer(x)) for each sub-layer (pre-norm: x + Sublayer(LayerNorm(x))), in paper order."""
     torch.manual_seed(0)
-    x = torch.randn(2, 3, 8)
-    norm = torch.nn.LayerNorm(8)
+    config = tiny_config(layer_norm_position=layer_norm_position)
+    config._attn_implementation = "eager"
+    encoder_layer, decoder_layer = VaswaniTransformerEncoderLayer(config), VaswaniTransformerDecoderLayer(config)
+    for module in (encoder_layer, decoder_layer):
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.LayerNorm):
+                torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+                torch.nn.init.uniform_(norm.bias, -0.5, 0.5)
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+
+    def residual(h, sublayer, norm):
+        if layer_norm_position == "pre":
+            return h + sublayer(norm(h))
+        return F.layer_norm(h + sublayer(h), (16,), norm.weight, norm.bias, config.layer_norm_eps)
+
+    def self_attention(attention):
+        return lambda h: attention(h, attention_mask=None)[0]
+
+    encoder, decoder = encoder_layer.eval(), decoder_layer.eval()
     with torch.no_grad():
-        norm.weight.uniform_(0.5, 1.5)
-        norm.bias.uniform_(-0.5, 0.5)
+        h = residual(x, self_attention(encoder.self_attn), encoder.self_attn_layer_norm)
+        torch.testing.assert_close(encoder(x, None), residual(h, encoder.ffn, encoder.final_layer_norm))
+        h = residual(x, self_attention(decoder.self_attn), decoder.self_attn_layer_norm)
+        h = residual(h, lambda h: decoder.encoder_attn(h, key_value_states=memory)[0], decoder.encoder_attn_layer_norm)
+        torch.testing.assert_close(decoder(x, None, memory), residual(h, decoder.ffn, decoder.final_layer_norm))
 
-    def sublayer(h):
-        return 2 * h + 1
-
-    post = residual_sublayer(x, sublayer, norm, dropout=0.0, normalize_before=False, training=False)
-    torch.testing.assert_close(post, F.layer_norm(x + sublayer(x), (8,), norm.weight, norm.bias, 1e-5))
-    pre = residual_sublayer(x, sublayer, norm, dropout=0.0, normalize_before=True, training=False)
-    torch.testing.assert_close(pre, x + sublayer(norm(x)))
+        # §5.4: dropout hits the sub-layer output before the addition; P_drop = 1 leaves only the residual path.
+        encoder.train().dropout = 1.0
+        dropped = encoder(x, None)
+        if layer_norm_position == "pre":
+            torch.testing.assert_close(dropped, x)
+        else:
+            torch.testing.assert_close(dropped, encoder.final_layer_norm(encoder.self_attn_layer_norm(x)))
 
 
 def test_embeddings_are_scaled_by_sqrt_d_model_and_summed_with_positions():
