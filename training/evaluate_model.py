@@ -10,4 +10,4 @@ from vaswani_transformer.training.evaluation import main
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

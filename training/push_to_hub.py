@@ -10,4 +10,4 @@ from vaswani_transformer.training.hub import main
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,4 +11,4 @@ from vaswani_transformer.training.tokenizer_training import main
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from vaswani_transformer.training.checkpoints import list_checkpoints
 
 
-__all__ = ["average_checkpoints", "load_averaged_into", "main", "model_file"]
+__all__ = ["average_checkpoints", "average_last_checkpoints", "load_averaged_into", "main", "model_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,19 @@ def load_averaged_into(model: torch.nn.Module, state_dict: dict[str, torch.Tenso
     if untied:
         raise ValueError(f"averaged checkpoint lacks parameters that are not tied to loaded ones: {untied}")
     return model
+
+
+def average_last_checkpoints(
+    model: torch.nn.Module, output_dir: str | os.PathLike, last_k: int, device: torch.device | str = "cpu"
+) -> list[str]:
+    """§6.1: load the mean of the newest `last_k` checkpoints of `output_dir` into `model` (weights moved to
+    `device`); returns the checkpoints' names. Warns when fewer than `last_k` exist."""
+    paths = list_checkpoints(output_dir)[-last_k:]
+    if len(paths) < last_k:
+        logger.warning("averaging only %d checkpoints (asked for %d)", len(paths), last_k)
+    load_averaged_into(model, {k: v.to(device) for k, v in average_checkpoints(paths).items()})
+    logger.info("averaged %s (§6.1)", ", ".join(path.name for path in paths))
+    return [path.name for path in paths]
 
 
 def save_averaged(state_dict: dict[str, torch.Tensor], output: str | os.PathLike, config_dir: str | None) -> Path:

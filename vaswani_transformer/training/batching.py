@@ -19,7 +19,7 @@ from torch.utils.data import Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 
-__all__ = ["TokenBatchSampler", "build_collator", "make_token_batches"]
+__all__ = ["TokenBatchSampler", "build_collator", "evaluation_batches", "make_token_batches"]
 
 
 def make_token_batches(
@@ -54,6 +54,19 @@ def make_token_batches(
     if batch:
         batches.append(batch)
     return batches
+
+
+def evaluation_batches(
+    lengths_src: Sequence[int], lengths_tgt: Sequence[int], max_tokens: int, rank: int = 0, num_replicas: int = 1
+) -> list[list[int]]:
+    """Token batches of an evaluation set in length order (no shuffling), every `num_replicas`-th one for `rank`.
+
+    Unlike training batches, none is dropped: together the ranks' batches cover every pair exactly once.
+    Lengths in tokens; returns lists of dataset indices.
+    """
+    lengths_src, lengths_tgt = np.asarray(lengths_src), np.asarray(lengths_tgt)
+    order = np.lexsort((lengths_tgt, lengths_src))  # by source length, then target length
+    return make_token_batches(lengths_src, lengths_tgt, max_tokens, order)[rank::num_replicas]
 
 
 class TokenBatchSampler(Sampler[list[int]]):

@@ -48,8 +48,8 @@ def bleu_curve(log_path: str | Path) -> tuple[list[tuple[float, float]], float |
     return points, test_bleu, last_minutes
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    """CLI: one curve per run directory, saved as a PNG (matplotlib, Agg backend). Returns the PNG path."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: one curve per run directory, saved as a PNG (matplotlib, Agg backend); prints the PNG path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", help="output_dir of training runs (each holds log.jsonl)")
     parser.add_argument("--output", required=True, help="PNG file to write")
@@ -81,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     figure.tight_layout()
     figure.savefig(output, dpi=120)
     print(output)
-    return output
 
 
 if __name__ == "__main__":

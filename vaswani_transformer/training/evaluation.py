@@ -22,16 +22,28 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import datasets
 import evaluate as hf_evaluate
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
+from vaswani_transformer.training.batching import build_collator, evaluation_batches
 from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
+from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS
 
 
-__all__ = ["EvaluationArguments", "evaluate_translations", "load_metric", "main", "translate"]
+__all__ = [
+    "EvaluationArguments",
+    "ValidationSet",
+    "evaluate_translations",
+    "load_metric",
+    "main",
+    "translate",
+    "validate",
+    "validation_loss",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +145,60 @@ def evaluate_translations(
     return scores, hypotheses
 
 
+@torch.no_grad()
+def validation_loss(accelerator: Accelerator, model, tokenizer, dataset: datasets.Dataset, max_tokens: int) -> float:
+    """Label-smoothed cross-entropy per target token on a tokenized set (`training.preprocessing`), all ranks.
+
+    Each rank scores its share of length-sorted token batches (`evaluation_batches`) with the unwrapped model in eval
+    mode under the run's autocast; the sums are reduced over ranks. Leaves the model in train mode.
+    """
+    model = accelerator.unwrap_model(model).eval()
+    collator = build_collator(tokenizer)
+    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (loss * tokens, tokens)
+    inputs = dataset.remove_columns(list(LENGTH_COLUMNS))
+    for indices in evaluation_batches(
+        dataset["source_length"], dataset["target_length"], max_tokens, accelerator.process_index,
+        accelerator.num_processes,
+    ):  # fmt: skip
+        batch = collator([inputs[i] for i in indices]).to(accelerator.device)
+        with accelerator.autocast():
+            loss = model(**batch).loss
+        tokens = (batch["labels"] != -100).sum()
+        totals += torch.stack([loss.double() * tokens, tokens.double()])
+    totals = accelerator.reduce(totals, reduction="sum")
+    model.train()
+    return (totals[0] / totals[1]).item()
+
+
+@dataclass
+class ValidationSet:
+    """The pairs validated during training: tokenized (for the loss) and as text (for BLEU and chrF)."""
+
+    tokenized: datasets.Dataset
+    sources: list[str]
+    references: list[str]
+
+
+def validate(
+    accelerator: Accelerator, model, tokenizer, data: ValidationSet | None, *, max_tokens: int, batch_size: int, metric
+) -> dict:
+    """Validation loss (label-smoothed, per target token) and beam-search sacreBLEU/chrF, on every rank.
+
+    Returns {eval_loss, eval_bleu, eval_chrf, eval_seconds (wall-clock of the translation)}, or {} with a warning
+    when there is no validation pair; leaves the model in train mode.
+    """
+    if data is None or len(data.tokenized) == 0:
+        logger.warning("no validation pairs: skipping validation")
+        return {}
+    results = {"eval_loss": validation_loss(accelerator, model, tokenizer, data.tokenized, max_tokens)}
+    scores, _ = evaluate_translations(
+        model, tokenizer, data.sources, data.references, batch_size=batch_size, accelerator=accelerator, metric=metric
+    )
+    accelerator.unwrap_model(model).train()
+    results.update(eval_bleu=scores["bleu"], eval_chrf=scores["chrf"], eval_seconds=scores["seconds"])
+    return results
+
+
 @dataclass
 class EvaluationArguments:
     """Arguments of `python training/evaluate.py` (parsed by `transformers.HfArgumentParser`)."""
@@ -160,8 +226,8 @@ def load_model_and_tokenizer(path: str) -> tuple[PreTrainedModel, PreTrainedToke
     return model, tokenizer
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """CLI: translate `--split` of `--data_dir`, print and write the scores. Returns the results dict.
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: translate `--split` of `--data_dir`, print the scores and write them with the hypotheses (`write_results`).
 
     Raises:
         FileNotFoundError / ValueError: from the data reader (missing files, mismatched line counts).
@@ -196,7 +262,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"{args.split}: BLEU {scores['bleu']:.2f} ({scores['bleu_signature']})")
     print(f"{args.split}: chrF {scores['chrf']:.2f} ({scores['chrf_signature']})")
     print(f"{args.split}: BLEU lowercase {scores['bleu_lowercase']:.2f} ({scores['bleu_lowercase_signature']})")
-    return results
 
 
 def write_results(results: dict, hypotheses: Sequence[str], output_dir: str, split: str, lang: str) -> None:

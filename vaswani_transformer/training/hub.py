@@ -21,8 +21,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from huggingface_hub import get_token
 
-__all__ = ["ALLOW_PATTERNS", "IGNORE_PATTERNS", "files_to_upload", "main", "parse_arguments", "push_to_hub"]
+
+__all__ = [
+    "ALLOW_PATTERNS",
+    "IGNORE_PATTERNS",
+    "check_hub_access",
+    "files_to_upload",
+    "main",
+    "parse_arguments",
+    "push_to_hub",
+]
 
 # Top-level files of a save_pretrained directory that belong on the Hub (fnmatch patterns on the file name).
 ALLOW_PATTERNS = (
@@ -85,6 +95,20 @@ def files_to_upload(directory: str | Path) -> list[str]:
     return names
 
 
+def check_hub_access(args) -> None:
+    """Fail before training if `--push_to_hub` cannot work (`args`: the training script's TrainingArguments).
+
+    Raises:
+        ValueError: without `--hub_model_id` or without a Hugging Face token, saying how to fix it.
+    """
+    if not args.push_to_hub:
+        return
+    if not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/transformer-multi30k-en-de)")
+    if get_token() is None:
+        raise ValueError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
+
+
 def push_to_hub(
     directory: str | Path, repo_id: str, *, private: bool = False, commit_message: str | None = None
 ) -> str:
@@ -96,7 +120,7 @@ def push_to_hub(
         RuntimeError: one line naming the cause, when there is no token, the repo id is invalid, the Hub cannot be
             reached (offline mode included) or refuses the upload.
     """
-    from huggingface_hub import create_repo, get_token, upload_folder
+    from huggingface_hub import create_repo, upload_folder
 
     names = files_to_upload(directory)
     if get_token() is None:
@@ -134,7 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         names = files_to_upload(args.directory)
         if "README.md" not in names:
-            print(f"warning: {args.directory} has no README.md; run model_cards/render.py first", file=sys.stderr)
+            print(
+                f"warning: {args.directory} has no README.md; render its model card first (model_cards/render.py)",
+                file=sys.stderr,
+            )
         if args.dry_run:
             print("\n".join(names))
             return 0

@@ -87,7 +87,7 @@ def train_tokenizer(
     )
 
 
-def main(argv: list[str] | None = None) -> VaswaniTransformerTokenizerFast:
+def main(argv: list[str] | None = None) -> None:
     """Parse arguments, read the train split, train the shared vocabulary and save it to `--output_dir`.
 
     Raises:
@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> VaswaniTransformerTokenizerFast:
     )
     tokenizer.save_pretrained(args.output_dir)
     logger.info("vocabulary of %d tokens (asked for %d) saved to %s", len(tokenizer), args.vocab_size, args.output_dir)
-    return tokenizer
 
 
 if __name__ == "__main__":

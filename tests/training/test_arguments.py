@@ -1,0 +1,93 @@
+"""The training script's arguments: YAML presets, command-line precedence, flags derived from the config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from conftest import REPO_ROOT
+
+from vaswani_transformer import VaswaniTransformerConfig
+from vaswani_transformer.training.arguments import (
+    ARCHITECTURE_FIELDS,
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    architecture_overrides,
+    parse_arguments,
+)
+from vaswani_transformer.training.train import build_model_config, load_raw
+
+
+@pytest.mark.parametrize(
+    "config", sorted((REPO_ROOT / "training" / "configs").glob("[mw]*.yaml")), ids=lambda p: p.name
+)
+def test_presets_parse(config):
+    model_args, data_args, train_args = parse_arguments(["--config", str(config)])
+    assert train_args.output_dir and train_args.num_beams == 4 and train_args.length_penalty == 0.6
+    if config.name.startswith("wmt14"):
+        assert (train_args.warmup_steps, train_args.max_tokens * 8) == (4000, 25000)  # §5.3, §5.1 over 8 GPUs
+        assert train_args.max_steps == (100_000 if model_args.model == "base" else 300_000)  # Table 3
+
+
+def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
+    config = tmp_path / "run.yaml"
+    config.write_text("output_dir: from_yaml\nmax_tokens: 1234\nd_model: 64\n")
+    model_args, _, train_args = parse_arguments(["--config", str(config), "--max_tokens", "99"])
+    assert (train_args.output_dir, train_args.max_tokens, model_args.d_model) == ("from_yaml", 99, 64)
+    config.write_text("output_dir: x\nnot_an_argument: 1\n")
+    with pytest.raises(ValueError, match="not_an_argument"):
+        parse_arguments(["--config", str(config)])
+    with pytest.raises(ValueError, match="needs checkpoints"):
+        parse_arguments(["--output_dir", "x", "--average_last_k", "5"])
+    from vaswani_transformer.training.hub import check_hub_access
+
+    monkeypatch.setenv("HF_TOKEN", "")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no_token_here"))
+    with pytest.raises(ValueError, match="token"):
+        check_hub_access(TrainingArguments(output_dir="x", push_to_hub=True, hub_model_id="a/b"))
+
+
+def test_training_args_record_the_data_folder_actually_read(tmp_path, monkeypatch):
+    folder = tmp_path / "multi30k"
+    folder.mkdir()
+    for lang, text in (("en", "a dog\n"), ("de", "ein Hund\n")):
+        (folder / f"train.{lang}").write_text(text)
+    monkeypatch.setenv("VASWANI_DATA_DIR", str(tmp_path))
+    args = DataArguments()
+    assert load_raw(args)["train"]["translation"] == [{"en": "a dog", "de": "ein Hund"}]
+    assert args.data_dir == str(folder)
+    (tmp_path / "train.jsonl").write_text('{"translation": {"en": "a cat", "de": "eine Katze"}}\n')
+    args = DataArguments(train_file=str(tmp_path / "train.jsonl"))
+    assert len(load_raw(args)["train"]) == 1 and args.data_dir is None
+
+
+def test_every_architecture_field_of_the_config_is_a_flag_with_its_help():
+    config_fields = {f.name for f in dataclasses.fields(VaswaniTransformerConfig)}
+    flags = {f.name: f for f in dataclasses.fields(ModelArguments)}
+    assert set(ARCHITECTURE_FIELDS) <= config_fields and set(ARCHITECTURE_FIELDS) <= set(flags)
+    assert {"d_model", "encoder_layers", "encoder_ffn_dim", "dropout", "label_smoothing"} <= set(ARCHITECTURE_FIELDS)
+    assert not {"vocab_size", "pad_token_id", "use_cache"} & set(ARCHITECTURE_FIELDS)
+    for name in ARCHITECTURE_FIELDS:
+        assert flags[name].default is None, name  # unset: the preset decides
+        assert flags[name].metadata["help"], f"{name} has no help text in the config docstring"
+    assert flags["d_model"].metadata["help"].startswith("d_model:")  # the paper's symbol first
+    assert flags["scale_embedding"].metadata["help"].startswith("sqrt(d_model):")
+
+
+def test_architecture_flags_reach_the_config_over_the_preset(small_tokenizer):
+    argv = ["--output_dir", "x", "--model", "big", "--encoder_layers", "2", "--scale_embedding", "false"]
+    argv += ["--dropout", "0.2", "--layer_norm_position", "pre"]
+    model_args, _, _ = parse_arguments(argv)
+    assert architecture_overrides(model_args) == {
+        "encoder_layers": 2, "scale_embedding": False, "dropout": 0.2, "layer_norm_position": "pre",
+    }  # fmt: skip
+    config = build_model_config(model_args, small_tokenizer)
+    big = VaswaniTransformerConfig.big()
+    assert (config.d_model, config.encoder_ffn_dim, config.decoder_layers) == (1024, 4096, 6) == (
+        big.d_model, big.encoder_ffn_dim, big.decoder_layers,
+    )  # fmt: skip
+    assert (config.encoder_layers, config.scale_embedding, config.dropout) == (2, False, 0.2)
+    assert config.vocab_size == len(small_tokenizer) and config.pad_token_id == small_tokenizer.pad_token_id
+    with pytest.raises(ValueError, match="divisible"):
+        build_model_config(parse_arguments(["--output_dir", "x", "--d_model", "100"])[0], small_tokenizer)
