@@ -197,3 +197,13 @@ def test_dataset_name_from_a_local_folder(tmp_path):
     assert isinstance(raw, datasets.DatasetDict)
     assert {split: len(dataset) for split, dataset in raw.items()} == {"train": 3, "test": 1}
     assert raw["test"].column_names == ["translation"] and raw["test"][0]["translation"]["de"] == "Hund."
+
+
+def test_source_and_target_texts_stay_aligned_and_respect_the_limit():
+    from vaswani_transformer.training.data import source_and_target_texts
+
+    dataset = datasets.Dataset.from_dict(
+        {"translation": [{"en": "a", "de": "A"}, {"en": "b", "de": "B"}, {"en": "c", "de": "C"}]}
+    )
+    assert source_and_target_texts(dataset, "en", "de") == (["a", "b", "c"], ["A", "B", "C"])
+    assert source_and_target_texts(dataset, "de", "en", limit=2) == (["A", "B"], ["a", "b"])

@@ -23,7 +23,14 @@ from pathlib import Path
 import datasets
 
 
-__all__ = ["DEFAULT_SPLITS", "default_data_dir", "iter_texts", "load_parallel_dataset", "read_lines"]
+__all__ = [
+    "DEFAULT_SPLITS",
+    "default_data_dir",
+    "iter_texts",
+    "load_parallel_dataset",
+    "read_lines",
+    "source_and_target_texts",
+]
 
 # Our split name -> the file-name stem of that split in a data_dir (Multi30k's names; test = Flickr test 2016).
 DEFAULT_SPLITS = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
@@ -263,3 +270,11 @@ def iter_texts(
                     raise ValueError(f"row {row + 1} has no {lang!r} text in 'translation' (found {pair!r})")
                 yield text
             row += 1
+
+
+def source_and_target_texts(
+    dataset: datasets.Dataset, source_lang: str, target_lang: str, limit: int | None = None
+) -> tuple[list[str], list[str]]:
+    """The source sentences and their references of the first `limit` pairs (all if None), as two aligned lists."""
+    pairs = dataset["translation"][:limit]
+    return [pair[source_lang] for pair in pairs], [pair[target_lang] for pair in pairs]

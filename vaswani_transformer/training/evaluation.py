@@ -30,7 +30,7 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
 from vaswani_transformer.training.batching import build_collator, evaluation_batches
-from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
+from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset, source_and_target_texts
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS
 
 
@@ -238,13 +238,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     raw = load_parallel_dataset(args.source_lang, args.target_lang, data_dir=data_dir, splits={"eval": args.split})
     if "eval" not in raw:
         raise FileNotFoundError(f"no {args.split}.{args.source_lang}[.gz] / .{args.target_lang}[.gz] in {data_dir}")
-    pairs = raw["eval"]["translation"][: args.max_samples]
+    sources, references = source_and_target_texts(raw["eval"], args.source_lang, args.target_lang, args.max_samples)
     model, tokenizer = load_model_and_tokenizer(args.model)
     scores, hypotheses = evaluate_translations(
         model,
         tokenizer,
-        [pair[args.source_lang] for pair in pairs],
-        [pair[args.target_lang] for pair in pairs],
+        sources,
+        references,
         num_beams=args.num_beams,
         batch_size=args.batch_size,
         max_source_length=args.max_source_length,

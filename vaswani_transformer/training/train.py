@@ -48,7 +48,7 @@ from vaswani_transformer.training.arguments import (
 from vaswani_transformer.training.averaging import average_last_checkpoints
 from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
 from vaswani_transformer.training.checkpoints import TrainerState, load_checkpoint, resolve_checkpoint, save_checkpoint
-from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
+from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset, source_and_target_texts
 from vaswani_transformer.training.evaluation import (
     ValidationSet,
     evaluate_translations,
@@ -150,12 +150,8 @@ def preprocess(
 def validation_set(tokenized: datasets.Dataset, raw: datasets.Dataset, args: DataArguments) -> ValidationSet:
     """The first `max_eval_samples` validation pairs as text, and the first that many kept after filtering."""
     limit = min(args.max_eval_samples or len(tokenized), len(tokenized))
-    pairs = raw["translation"][: args.max_eval_samples]
-    return ValidationSet(
-        tokenized=tokenized.select(range(limit)),
-        sources=[pair[args.source_lang] for pair in pairs],
-        references=[pair[args.target_lang] for pair in pairs],
-    )
+    sources, references = source_and_target_texts(raw, args.source_lang, args.target_lang, args.max_eval_samples)
+    return ValidationSet(tokenized=tokenized.select(range(limit)), sources=sources, references=references)
 
 
 # ---------------------------------------------------------------------------------------------------------- model
@@ -471,12 +467,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokenizer.save_pretrained(out)
     accelerator.wait_for_everyone()
     if train_args.do_test and "test" in raw:
-        pairs = raw["test"]["translation"]
+        sources, references = source_and_target_texts(raw["test"], data_args.source_lang, data_args.target_lang)
         scores, hypotheses = evaluate_translations(
             unwrapped,
             tokenizer,
-            [pair[data_args.source_lang] for pair in pairs],
-            [pair[data_args.target_lang] for pair in pairs],
+            sources,
+            references,
             batch_size=train_args.eval_batch_size,
             accelerator=accelerator,
             metric=metric,
