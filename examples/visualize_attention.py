@@ -8,7 +8,7 @@ The decoder side is the model's greedy translation of the sentence (`<s>` + gene
 forward pass over source and translation with `output_attentions=True` (eager attention, which returns the weights)
 gives the weights of every layer and head. Writes three PNG files into --output_dir, each a grid of layers (rows) x
 heads (columns) of heatmaps with the tokens on the axes (rows: queries, columns: keys; weights from 0 to 1, viridis),
-and prints their paths. Uses matplotlib's Agg backend (no display needed).
+and prints their paths. Draws on a bare `matplotlib.figure.Figure` (no pyplot, no display needed).
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer  # noqa: E402
+import torch
+from matplotlib.figure import Figure
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 
 # Output file stem -> (output field of the model, title, query side, key side).
@@ -74,7 +70,8 @@ def draw_grid(weights: torch.Tensor, query_labels: list[str], key_labels: list[s
     layers, heads = weights.shape[:2]
     width = heads * (AXIS_INCHES + LABEL_INCHES) + 0.2
     height = layers * (AXIS_INCHES + LABEL_INCHES + TITLE_INCHES) + 0.5  # + the figure title
-    figure, axes = plt.subplots(layers, heads, figsize=(width, height), squeeze=False, dpi=100)
+    figure = Figure(figsize=(width, height), dpi=100)  # no pyplot: no backend, no display, nothing to close
+    axes = figure.subplots(layers, heads, squeeze=False)
     # Fixed margins (in inches) instead of tight_layout, which draws every tick label twice.
     figure.subplots_adjust(
         left=LABEL_INCHES / width,
@@ -94,7 +91,6 @@ def draw_grid(weights: torch.Tensor, query_labels: list[str], key_labels: list[s
             axis.set_yticks(range(len(query_labels)), query_labels, fontsize=fontsize)
     figure.suptitle(title)
     figure.savefig(path)
-    plt.close(figure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
