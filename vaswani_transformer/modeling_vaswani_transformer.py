@@ -706,8 +706,8 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
     builds two more `(N, V)` tensors there (the gradient of the loss with respect to the log-probabilities, then the
     one with respect to the logits). Here the forward pass saves only the logits (alive anyway, returned to the
     caller) and the `(N,)` log-partition log Z = logsumexp(z), and backward writes the gradient straight into one
-    fp32 `(N, V)` buffer: softmax(z) - q. With V = 37000 that is two fewer 150 MB tensors at the peak of a
-    4096-token step. Not twice differentiable.
+    fp32 `(N, V)` buffer: softmax(z) - q, two vocabulary-sized tensors fewer at the memory peak of a training step.
+    Not twice differentiable.
     """
 
     @staticmethod
@@ -872,7 +872,8 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
 
         Encoder-decoder attention then computes W^K and W^V of each sentence once, keeps one copy in the cache, and
         attends from all beams of a sentence at once (`shared_encoder_output_beams`). With an attention
-        implementation other than "sdpa" or "eager", everything is repeated, as in transformers.
+        implementation other than "sdpa" or "eager", everything is repeated, as in transformers. Overrides a private
+        method: `tests/model/test_contracts.py` checks it against the installed transformers.
 
         Returns:
             `(input_ids, model_kwargs)`: `(batch * expand_size, len)` decoder ids and the generation kwargs.
@@ -892,13 +893,13 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
     @staticmethod
     def _reorder_cache(past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:
         """Beam search: make row i of the self-attention cache that of beam `beam_idx[i]`; keep the cross-attention
-        cache as it is. Called by `GenerationMixin` instead of `Cache.reorder_cache`, which would copy both.
+        cache as it is. `GenerationMixin`'s beam search calls this hook, when a model defines it, instead of
+        `EncoderDecoderCache.reorder_cache`, which would copy both (`tests/model/test_contracts.py`).
 
         The cross-attention keys and values are W^K and W^V applied to the encoder output (§3.2.3): one row per
         sentence (`_expand_inputs_for_generation`), or, with other attention implementations, one per beam, all
         equal within a sentence; beam search only ever moves a row to another beam of the same sentence. Copying
-        them every step is therefore a no-op (or impossible, with one row per sentence); it was the larger part of
-        the cache reordering, itself 15% of beam-4 decoding time on CPU (`benchmarks/run.py`).
+        them every step is therefore a no-op (or impossible, with one row per sentence).
 
         Args:
             past_key_values: the `EncoderDecoderCache` (or a self-attention-only `Cache`) of `(batch * beams, ...)`.

@@ -94,10 +94,10 @@ def _build_backend(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Toke
 def _cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector (reference counting still frees memory) inside the block.
 
-    Building 58,000 small lists of ints triggers hundreds of collections, and each older-generation pass walks every
-    container object of the process (hundreds of thousands once torch and transformers are imported): that walk
-    took 4/5 of the list-building time in `benchmarks/tokenizer_throughput.py`. Lists of ints cannot form reference
-    cycles, so nothing is left for the collector to find. See the `gc` module docs on `gc.disable`.
+    Building one small list of ints per sentence triggers a collection every `gc.get_threshold()[0]` new containers,
+    and each older-generation pass walks every container object of the process, many once torch and transformers
+    are imported. Lists of ints cannot form reference cycles, so the collector has nothing to find there. See the `gc`
+    module docs on `gc.disable`.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -206,13 +206,13 @@ class VaswaniTransformerTokenizerFast(TokenizersBackend):
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
         """Encode a batch of plain strings straight from `encode_batch`; anything else goes to `TokenizersBackend`.
 
-        `TokenizersBackend._encode_plus` builds one dict per sentence and then restacks them, which costs as much as
-        the Rust encoding itself on short sentences. For the common call (a list of strings, no pairs, none of
-        `_BASE_CLASS_OPTIONS`) this builds the same `BatchEncoding` -- same keys, same ids and masks, same
-        `encodings`, same too-long warning -- with one list comprehension per key, with the cyclic garbage
-        collector paused while the lists are built (`_cyclic_gc_paused`). Options not given take the base class's
-        defaults. `tests/test_tokenization.py` checks equality with the base class for padding, truncation and
-        tensors.
+        `TokenizersBackend._encode_plus` builds one dict per sentence in Python and then restacks them. For the
+        common call (a list of strings, no pairs, none of `_BASE_CLASS_OPTIONS`) this builds the same
+        `BatchEncoding` -- same keys, same ids and masks, same `encodings`, same too-long warning -- with one list
+        comprehension per key, with the cyclic garbage collector paused while the lists are built
+        (`_cyclic_gc_paused`). Options not given take the base class's defaults. `tests/model/test_tokenization.py`
+        checks equality with the base class for padding, truncation and tensors; `tests/model/test_contracts.py`
+        checks the base method's signature against the installed transformers.
 
         Args and returns: as `TokenizersBackend._encode_plus` (called by `__call__`).
 

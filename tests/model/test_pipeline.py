@@ -1,4 +1,4 @@
-"""The translation pipeline shipped with the model (`vaswani_transformer/pipeline_translation.py`, issue 5).
+"""The translation pipeline shipped with the model (`vaswani_transformer/pipeline_translation.py`).
 
 transformers 5.x has no "translation" pipeline; ours travels in the saved model directory (`config.custom_pipelines`
 + the copied file). Covered: string and list inputs, batching, generation parameters, truncation, the 4.x output
