@@ -1,6 +1,8 @@
 """Encoding throughput of `VaswaniTransformerTokenizerFast.__call__` versus the bare `tokenizers.Tokenizer`.
 
-    python benchmarks/tokenizer_throughput.py [--data_dir DIR] [--tokenizer_dir DIR] [--repeats 5]
+    python -m benchmarks.tokenizer_throughput [--data_dir DIR] [--tokenizer_dir DIR] [--repeats 5]
+
+Run from the repository root.
 
 Texts: the Multi30k train split, English and German (29,000 + 29,000 = 58,000 sentences). All contenders encode the
 same texts with the same `tokenizer.json` (post-processor included, so each sequence ends with `</s>`):
@@ -10,14 +12,14 @@ same texts with the same `tokenizer.json` (post-processor included, so each sequ
 - bare + lists: `encode_batch` followed by reading `.ids` and `.attention_mask` of each encoding, i.e. the same
   Python output as the wrapper (what a training loop actually needs).
 
-Goal (issue 3): the wrapper takes at most 1.2x the time of bare `encode_batch`. "bare + lists" is slower than the
+Goal: the wrapper takes at most 1.2x the time of bare `encode_batch`. "bare + lists" is slower than the
 wrapper because it leaves Python's cyclic garbage collector running while it builds 116,000 lists (see
 `_cyclic_gc_paused` in the tokenizer module).
 
 One warm-up round, then `--repeats` rounds; each round runs the contenders one after the other (interleaved, so
 load from other processes on a shared machine hits all alike); the median per contender is reported. Prints a
-table and the ratios, writes `benchmarks/results/tokenizer_<hostname>.json`. Without `--tokenizer_dir`, trains an
-8000-token tokenizer on the same texts first.
+table and the ratios, writes `tokenizer_<hostname>.json` in `--output` (default `benchmarks/results/`). Without
+`--tokenizer_dir`, trains an 8000-token tokenizer on the same texts first.
 """
 
 from __future__ import annotations
@@ -28,22 +30,19 @@ import os
 import platform
 import socket
 import statistics
-import sys
 from pathlib import Path
 
+import tokenizers
+import transformers
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))  # run as `python benchmarks/tokenizer_throughput.py`
+from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from vaswani_transformer.training.data import default_data_dir, iter_texts, load_parallel_dataset
 
-import tokenizers  # noqa: E402
-import transformers  # noqa: E402
-
-from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast  # noqa: E402
-from vaswani_transformer.training.data import default_data_dir, iter_texts, load_parallel_dataset  # noqa: E402
+from . import RESULTS_DIR
+from .timing import time_interleaved
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import time_interleaved  # noqa: E402  (benchmarks/run.py: one warm-up round, then interleaved repeats)
+__all__ = ["main"]
 
 
 def main() -> None:
@@ -51,6 +50,7 @@ def main() -> None:
     parser.add_argument("--data_dir", default=str(default_data_dir()))
     parser.add_argument("--tokenizer_dir", default=None, help="A saved tokenizer; default: train 8000 tokens.")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", default=str(RESULTS_DIR), help="Folder of the tokenizer_<hostname>.json.")
     args = parser.parse_args()
 
     raw = load_parallel_dataset("en", "de", data_dir=args.data_dir, splits={"train": "train"})["train"]
@@ -95,7 +95,7 @@ def main() -> None:
         "ratio_wrapper_over_bare": wrapper_s / bare_s,
         "ratio_wrapper_over_bare_with_lists": wrapper_s / bare_lists_s,
     }
-    out = REPO_ROOT / "benchmarks" / "results" / f"tokenizer_{socket.gethostname()}.json"
+    out = Path(args.output) / f"tokenizer_{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -1,4 +1,5 @@
-"""`benchmarks/run.py --quick` runs end to end and writes a complete, sane report (issue 6)."""
+"""`python -m benchmarks.run --quick` runs end to end and writes a complete, sane report; the parts it is built from
+(the benchmark batch, the paired speed-up) do what they say."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO_ROOT
+
+from benchmarks.data import batch_tokens, training_batch
+from benchmarks.timing import paired_speedup
 
 
 SECTIONS = ("matmul_peak", "training", "translation", "memory", "targets")
@@ -35,7 +40,7 @@ def numbers(tree, path: str = ""):
 
 def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -65,3 +70,24 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
         assert math.isfinite(value), path
         if not path.endswith(("before", "seed")):  # RSS before a measurement may be anything
             assert value > 0 or path.startswith(".section_seconds"), f"{path} = {value}"
+
+
+def test_benchmark_batch_is_one_token_batch_of_the_training_loader(small_tokenizer, multi30k_dir):
+    tokens_per_side = 256
+    batch = training_batch(small_tokenizer, multi30k_dir, tokens_per_side, pool=500)
+    (rows, src_len), (_, tgt_len) = batch["input_ids"].shape, batch["labels"].shape
+    assert rows > 1 and rows * src_len <= tokens_per_side and rows * tgt_len <= tokens_per_side
+    assert batch["attention_mask"].shape == batch["input_ids"].shape
+    padded_source = batch["attention_mask"] == 0
+    assert (batch["input_ids"][padded_source] == small_tokenizer.pad_token_id).all()
+    assert (batch["labels"] != small_tokenizer.pad_token_id).all()  # target padding is -100, ignored by the loss
+    src_tokens, _ = batch_tokens(batch)
+    # Sorted by source length, the rows' sources are nearly equally long: far less padding than a random batch has.
+    assert src_tokens > 0.9 * rows * src_len
+
+
+def test_paired_speedup_is_the_median_and_quartiles_of_per_round_ratios():
+    times = {"ours": [1.0, 1.0, 2.0, 1.0], "marian": [1.0, 2.0, 6.0, 4.0]}
+    paired = paired_speedup(times, "marian")
+    assert paired["per_round"] == [1.0, 2.0, 3.0, 4.0]
+    assert (paired["q1"], paired["median"], paired["q3"]) == pytest.approx((1.25, 2.5, 3.75))

@@ -1,0 +1,17 @@
+"""Speed and memory of `vaswani_transformer` beside its peers. Run from the repository root:
+
+    python -m benchmarks.run [--quick] [--device cpu|cuda]   training, translation, memory and MFU
+    python -m benchmarks.tokenizer_throughput                the tokenizer against bare `tokenizers`
+
+Modules by concern: `contenders` (the three models and their training step), `data` (the tokenizer, the batch),
+`timing`, `memory` (peak memory in worker subprocesses), `flops` (MFU), `report` (targets, table, chart).
+"""
+
+from pathlib import Path
+
+
+__all__ = ["CACHE_DIR", "REPO_ROOT", "RESULTS_DIR"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"  # <machine>.json, .md, .png (read by the README)
+CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"  # tokenizers learnt for the benchmark (git-ignored)
