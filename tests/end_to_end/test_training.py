@@ -63,9 +63,10 @@ def read_log(output_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, multi30k_dir) -> tuple[Path, subprocess.CompletedProcess]:
     """The uninterrupted reference run: 8 optimizer steps of 2 accumulated micro-batches (about two epochs),
-    validation every 4, checkpoints every 2 of which the newest 2 are kept."""
+    validation every 4, checkpoints every 2 of which the newest 2 are kept and averaged into the final model."""
     out = tmp_path_factory.mktemp("smoke")
     extra = "--max_steps 8 --gradient_accumulation_steps 2 --save_steps 2 --eval_steps 4 --save_total_limit 2"
+    extra += " --average_last_k 2"
     return out, run([sys.executable, TRAIN, *tiny_args(multi30k_dir, out, *extra.split())])
 
 
@@ -86,7 +87,14 @@ def test_run_saves_a_reloadable_model(smoke):
     assert results["num_sentences"] == 8 and results["bleu_signature"].startswith("nrefs:1|case:mixed")
     assert {"bleu", "chrf", "bleu_lowercase"} <= set(results)
     assert len((out / "hyps_test_2016_flickr.de").read_text().splitlines()) == 8
-    assert json.loads((out / "train_results.json").read_text())["step"] == 8
+    train_results = json.loads((out / "train_results.json").read_text())
+    assert train_results["step"] == 8 and train_results["averaged_checkpoints"] == ["checkpoint-6", "checkpoint-8"]
+    # §6.1: the saved model is the mean of the last two checkpoints, not the weights of the last step.
+    first, second = (load_file(out / name / "model.safetensors") for name in ("checkpoint-6", "checkpoint-8"))
+    saved = load_file(out / "model.safetensors")
+    for key in saved:
+        torch.testing.assert_close(saved[key], (first[key].double() + second[key]).float() / 2, rtol=0, atol=1e-6)
+    assert any(not torch.equal(saved[key], second[key]) for key in saved)
 
 
 def test_run_logs_every_step_and_the_filtered_pairs(smoke):
@@ -113,6 +121,7 @@ def test_run_logs_every_step_and_the_filtered_pairs(smoke):
 def test_resumed_run_reaches_the_same_weights(smoke, multi30k_dir, tmp_path):
     reference, _ = smoke
     same = ["--tokenizer_name", str(reference), "--gradient_accumulation_steps", "2", "--save_steps", "4"]
+    same += ["--average_last_k", "2"]  # the reference's final model averages checkpoints 6 and 8, as this run's does
     # Stop at step 6 (mid second epoch, a checkpoint is written at the end), then resume to step 8.
     run([sys.executable, TRAIN, *tiny_args(multi30k_dir, tmp_path, *same, "--max_steps", "6", "--do_test", "false")])
     assert latest_checkpoint(tmp_path).name == "checkpoint-6"  # the final step is checkpointed too

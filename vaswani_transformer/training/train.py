@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = {"step": state.step, "epoch": state.epoch, "elapsed_seconds": round(state.elapsed_seconds, 2)}
     if train_args.average_last_k > 1:
         results["averaged_checkpoints"] = average_last_checkpoints(
-            accelerator, unwrapped, out, train_args.average_last_k
+            unwrapped, out, train_args.average_last_k, accelerator.device
         )
     check_ranks_identical(accelerator, model)
     if accelerator.is_main_process:
