@@ -314,18 +314,32 @@ class VaswaniTransformerFeedForward(nn.Module):
 # §3.1 Encoder and decoder layers --------------------------------------------------------------------------------
 
 
-class VaswaniTransformerEncoderLayer(GradientCheckpointingLayer):
-    """§3.1: one encoder layer, multi-head self-attention then a position-wise feed-forward network.
+class VaswaniTransformerLayer(GradientCheckpointingLayer):
+    """§3.1: what encoder and decoder layers share, the wrapping of each sub-layer:
+    LayerNorm(x + Dropout(Sublayer(x))) (post-norm, the paper; dropout §5.4), or x + Dropout(Sublayer(LayerNorm(x)))
+    with `layer_norm_position="pre"`. A sub-layer reads `sublayer_input(x, norm)`; `add_and_norm` closes it."""
 
-    Each sub-layer is wrapped as LayerNorm(x + Dropout(Sublayer(x))) (§3.1, dropout §5.4), or as
-    x + Dropout(Sublayer(LayerNorm(x))) with `layer_norm_position="pre"`.
-    """
-
-    def __init__(self, config: VaswaniTransformerConfig, layer_idx: int | None = None):
+    def __init__(self, config: VaswaniTransformerConfig):
         super().__init__()
         self.dropout = config.dropout  # P_drop on each sub-layer output (§5.4)
         # Deviation from the paper (opt-in): pre-norm, as tensor2tensor's and fairseq's `normalize_before`.
         self.normalize_before = config.layer_norm_position == "pre"
+
+    def sublayer_input(self, hidden_states: torch.Tensor, layer_norm: nn.LayerNorm) -> torch.Tensor:
+        """What the sub-layer reads: x (post-norm) or LayerNorm(x) (pre-norm). Shapes unchanged."""
+        return layer_norm(hidden_states) if self.normalize_before else hidden_states
+
+    def add_and_norm(self, residual: torch.Tensor, output: torch.Tensor, layer_norm: nn.LayerNorm) -> torch.Tensor:
+        """x + Dropout(Sublayer(x)), then LayerNorm of that sum unless pre-norm. Shapes unchanged."""
+        hidden_states = residual + F.dropout(output, p=self.dropout, training=self.training)
+        return hidden_states if self.normalize_before else layer_norm(hidden_states)
+
+
+class VaswaniTransformerEncoderLayer(VaswaniTransformerLayer):
+    """§3.1: one encoder layer, multi-head self-attention then a position-wise feed-forward network."""
+
+    def __init__(self, config: VaswaniTransformerConfig, layer_idx: int | None = None):
+        super().__init__(config)
         self.self_attn = VaswaniTransformerAttention(config, config.encoder_attention_heads, layer_idx=layer_idx)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.ffn = VaswaniTransformerFeedForward(config, config.encoder_ffn_dim)
@@ -336,32 +350,20 @@ class VaswaniTransformerEncoderLayer(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         """`(batch, src_len, d_model)` -> `(batch, src_len, d_model)`."""
         residual = hidden_states
-        if self.normalize_before:
-            hidden_states = self.self_attn_layer_norm(hidden_states)
-        hidden_states, _ = self.self_attn(hidden_states, attention_mask=attention_mask, **kwargs)
-        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
-        if not self.normalize_before:
-            hidden_states = self.self_attn_layer_norm(hidden_states)
-
-        residual = hidden_states
-        if self.normalize_before:
-            hidden_states = self.final_layer_norm(hidden_states)
-        hidden_states = self.ffn(hidden_states)  # (batch, src_len, d_model)
-        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
-        if not self.normalize_before:
-            hidden_states = self.final_layer_norm(hidden_states)
-        return hidden_states
+        hidden_states, _ = self.self_attn(
+            self.sublayer_input(hidden_states, self.self_attn_layer_norm), attention_mask=attention_mask, **kwargs
+        )
+        residual = self.add_and_norm(residual, hidden_states, self.self_attn_layer_norm)
+        hidden_states = self.ffn(self.sublayer_input(residual, self.final_layer_norm))  # (batch, src_len, d_model)
+        return self.add_and_norm(residual, hidden_states, self.final_layer_norm)
 
 
-class VaswaniTransformerDecoderLayer(GradientCheckpointingLayer):
+class VaswaniTransformerDecoderLayer(VaswaniTransformerLayer):
     """§3.1: one decoder layer: masked self-attention, encoder-decoder attention, feed-forward; each sub-layer
-    wrapped as in `VaswaniTransformerEncoderLayer`."""
+    wrapped as in `VaswaniTransformerLayer`."""
 
     def __init__(self, config: VaswaniTransformerConfig, layer_idx: int | None = None):
-        super().__init__()
-        self.dropout = config.dropout  # P_drop on each sub-layer output (§5.4)
-        # Deviation from the paper (opt-in): pre-norm, as tensor2tensor's and fairseq's `normalize_before`.
-        self.normalize_before = config.layer_norm_position == "pre"
+        super().__init__(config)
         self.self_attn = VaswaniTransformerAttention(
             config, config.decoder_attention_heads, is_causal=True, layer_idx=layer_idx
         )
@@ -384,37 +386,23 @@ class VaswaniTransformerDecoderLayer(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         """`(batch, tgt_len, d_model)`, encoder output `(batch, src_len, d_model)` -> `(batch, tgt_len, d_model)`."""
         residual = hidden_states
-        if self.normalize_before:
-            hidden_states = self.self_attn_layer_norm(hidden_states)
         hidden_states, _ = self.self_attn(
-            hidden_states, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
+            self.sublayer_input(hidden_states, self.self_attn_layer_norm),
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            **kwargs,
         )
-        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
-        if not self.normalize_before:
-            hidden_states = self.self_attn_layer_norm(hidden_states)
-
-        residual = hidden_states
-        if self.normalize_before:
-            hidden_states = self.encoder_attn_layer_norm(hidden_states)
+        residual = self.add_and_norm(residual, hidden_states, self.self_attn_layer_norm)
         hidden_states, _ = self.encoder_attn(
-            hidden_states,
+            self.sublayer_input(residual, self.encoder_attn_layer_norm),
             key_value_states=encoder_hidden_states,
             attention_mask=encoder_attention_mask,
             past_key_values=past_key_values,
             **kwargs,
         )
-        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
-        if not self.normalize_before:
-            hidden_states = self.encoder_attn_layer_norm(hidden_states)
-
-        residual = hidden_states
-        if self.normalize_before:
-            hidden_states = self.final_layer_norm(hidden_states)
-        hidden_states = self.ffn(hidden_states)  # (batch, tgt_len, d_model)
-        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
-        if not self.normalize_before:
-            hidden_states = self.final_layer_norm(hidden_states)
-        return hidden_states
+        residual = self.add_and_norm(residual, hidden_states, self.encoder_attn_layer_norm)
+        hidden_states = self.ffn(self.sublayer_input(residual, self.final_layer_norm))  # (batch, tgt_len, d_model)
+        return self.add_and_norm(residual, hidden_states, self.final_layer_norm)
 
 
 # Pre-trained model base, stacks, embeddings ---------------------------------------------------------------------
