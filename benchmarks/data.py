@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
 from vaswani_transformer.training.data import read_lines
@@ -14,7 +12,7 @@ from vaswani_transformer.training.data import read_lines
 from . import CACHE_DIR
 
 
-__all__ = ["batch_tokens", "load_tokenizer", "training_batch", "translation_sentences"]
+__all__ = ["load_tokenizer", "training_batch", "translation_sentences"]
 
 
 def load_tokenizer(data_dir: Path, sentences: int, vocab_size: int) -> VaswaniTransformerTokenizerFast:
@@ -49,11 +47,6 @@ def training_batch(tokenizer, data_dir: Path, tokens_per_side: int, pool: int | 
         for index in batches[len(batches) // 2]
     ]
     return dict(build_collator(tokenizer)(examples))
-
-
-def batch_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """(source, target) non-pad tokens of a batch: the work done, padding excluded."""
-    return int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())
 
 
 def translation_sentences(data_dir: Path, count: int) -> list[str]:

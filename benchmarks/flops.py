@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
-
-from .data import batch_tokens
+from vaswani_transformer.training.batching import non_pad_tokens
 
 
 __all__ = ["model_flops_utilization", "training_flops"]
@@ -26,7 +25,7 @@ def training_flops(model: VaswaniTransformerForConditionalGeneration, batch: dic
     config = model.config
     n_enc = sum(p.numel() for p in model.model.encoder.layers.parameters())
     n_dec = sum(p.numel() for p in model.model.decoder.layers.parameters())
-    src_tokens, tgt_tokens = batch_tokens(batch)
+    src_tokens, tgt_tokens = non_pad_tokens(batch)
     src_len, tgt_len = batch["input_ids"].shape[1], batch["labels"].shape[1]
     d_model, vocab = config.d_model, config.vocab_size
     weights = 6 * n_enc * src_tokens + 6 * n_dec * tgt_tokens

@@ -43,6 +43,7 @@ import torch
 import transformers
 import yaml
 
+from vaswani_transformer.training.batching import non_pad_tokens
 from vaswani_transformer.training.data import default_data_dir
 
 from . import REPO_ROOT, RESULTS_DIR
@@ -55,7 +56,7 @@ from .contenders import (
     prepared_batch,
     translation_models,
 )
-from .data import batch_tokens, load_tokenizer, training_batch, translation_sentences
+from .data import load_tokenizer, training_batch, translation_sentences
 from .flops import model_flops_utilization, training_flops
 from .memory import WORKER_ENV, run_workers
 from .report import bar_chart, machine_name, markdown, targets
@@ -161,7 +162,7 @@ def training_section(args, run_plan: Plan, tokenizer, peaks: dict) -> dict:
             training_batch(tokenizer, args.data_dir, run_plan.train_tokens[size.name], run_plan.batch_pool),
             args.device,
         )
-        tokens = sum(batch_tokens(batch))
+        tokens = sum(non_pad_tokens(batch))
         models = {kind: build_contender(kind, size).to(args.device) for kind in CONTENDERS}
         flops = training_flops(models["ours"], batch)
         for precision in run_plan.train_precisions[size.name]:

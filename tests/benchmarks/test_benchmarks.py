@@ -12,8 +12,9 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from benchmarks.data import batch_tokens, training_batch
+from benchmarks.data import training_batch
 from benchmarks.timing import paired_speedup
+from vaswani_transformer.training.batching import non_pad_tokens
 
 
 SECTIONS = ("matmul_peak", "training", "translation", "memory", "targets")
@@ -81,7 +82,7 @@ def test_benchmark_batch_is_one_token_batch_of_the_training_loader(small_tokeniz
     padded_source = batch["attention_mask"] == 0
     assert (batch["input_ids"][padded_source] == small_tokenizer.pad_token_id).all()
     assert (batch["labels"] != small_tokenizer.pad_token_id).all()  # target padding is -100, ignored by the loss
-    src_tokens, _ = batch_tokens(batch)
+    src_tokens, _ = non_pad_tokens(batch)
     # Sorted by source length, the rows' sources are nearly equally long: far less padding than a random batch has.
     assert src_tokens > 0.9 * rows * src_len
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from vaswani_transformer.training.averaging import average_checkpoints, load_averaged_into
-from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
+from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
 from vaswani_transformer.training.checkpoints import (
     TRAINER_STATE_NAME,
     TrainerState,
@@ -290,3 +290,13 @@ def test_local_sacrebleu_metric_matches_sacrebleu():
     assert scores["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
     assert "case:lc" in scores["bleu_lowercase_signature"] and "nc:6" in scores["chrf_signature"]
     assert math.isclose(load_metric().compute(predictions=references, references=references)["bleu"], 100.0)
+
+
+def test_non_pad_tokens_counts_what_the_collator_did_not_pad(small_tokenizer):
+    examples = [
+        {"input_ids": [5, 6, 2], "attention_mask": [1, 1, 1], "labels": [7, 2]},
+        {"input_ids": [5, 2], "attention_mask": [1, 1], "labels": [7, 8, 9, 2]},
+    ]
+    batch = build_collator(small_tokenizer)(examples)  # padded to (2, 3) source and (2, 4) target
+    assert batch["input_ids"].shape == (2, 3) and batch["labels"].shape == (2, 4)
+    assert non_pad_tokens(batch) == (3 + 2, 2 + 4)

@@ -75,7 +75,9 @@ class _ModelChoice:
     tokenizer_name: str | None = field(default=None, metadata={"help": "Saved tokenizer dir; else trained here."})
     vocab_size: int = field(default=8000, metadata={"help": "BPE vocabulary to train (§5.1; 37000 WMT EN-DE)."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair count for a BPE merge."})
-    torch_compile: bool = field(default=False, metadata={"help": "Compile the model (accelerate's dynamo_backend)."})
+    torch_compile: bool = field(
+        default=False, metadata={"help": "torch.compile the model in place (nn.Module.compile)."}
+    )
 
 
 # The config's own annotations are strings ("float | int", from `from __future__ import annotations`) of builtin

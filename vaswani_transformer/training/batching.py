@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 
-__all__ = ["TokenBatchSampler", "build_collator", "evaluation_batches", "make_token_batches"]
+__all__ = ["TokenBatchSampler", "build_collator", "evaluation_batches", "make_token_batches", "non_pad_tokens"]
 
 
 def make_token_batches(
@@ -168,3 +169,11 @@ def build_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq
         labels (batch, tgt_len), int64.
     """
     return DataCollatorForSeq2Seq(tokenizer, model=None, padding=True, label_pad_token_id=-100, return_tensors="pt")
+
+
+def non_pad_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(source, target) tokens of a collated batch without padding: the work a step does, the unit of tokens/s.
+
+    Counts `attention_mask` ones `(batch, src_len)` and `labels` other than -100 `(batch, tgt_len)`.
+    """
+    return int(batch["attention_mask"].sum()), int((batch["labels"] != -100).sum())

@@ -46,7 +46,7 @@ from vaswani_transformer.training.arguments import (
     parse_arguments,
 )
 from vaswani_transformer.training.averaging import average_last_checkpoints
-from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
+from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
 from vaswani_transformer.training.checkpoints import TrainerState, load_checkpoint, resolve_checkpoint, save_checkpoint
 from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset, source_and_target_texts
 from vaswani_transformer.training.evaluation import (
@@ -306,7 +306,7 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
             state.batches_in_epoch += 1
             interval.loss_sum += loss.item()
             interval.micro_batches += 1
-            interval.tokens += int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
+            interval.tokens += sum(non_pad_tokens(batch))
             if not accelerator.sync_gradients:
                 continue
 
