@@ -6,8 +6,8 @@ A thin script over `vaswani_transformer.training.averaging`, installed as the `v
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-from vaswani_transformer.training.averaging import main
+from vaswani_transformer.training.cli import average_checkpoints
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(average_checkpoints())

@@ -6,8 +6,8 @@ A thin script over `vaswani_transformer.training.evaluation`, installed as the `
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-from vaswani_transformer.training.evaluation import main
+from vaswani_transformer.training.cli import evaluate
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(evaluate())

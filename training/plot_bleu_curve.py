@@ -6,8 +6,8 @@ A thin script over `vaswani_transformer.training.bleu_curve`, installed as the `
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-from vaswani_transformer.training.bleu_curve import main
+from vaswani_transformer.training.cli import plot_bleu_curve
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(plot_bleu_curve())

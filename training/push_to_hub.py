@@ -6,8 +6,8 @@ A thin script over `vaswani_transformer.training.hub`, installed as the `vaswani
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-from vaswani_transformer.training.hub import main
+from vaswani_transformer.training.cli import push_to_hub
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(push_to_hub())

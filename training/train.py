@@ -6,8 +6,8 @@ A thin script over `vaswani_transformer.training.train`, installed as the `vaswa
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-from vaswani_transformer.training.train import main
+from vaswani_transformer.training.cli import train
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(train())

@@ -7,8 +7,8 @@ A thin script over `vaswani_transformer.training.tokenizer_training`, installed 
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
-from vaswani_transformer.training.tokenizer_training import main
+from vaswani_transformer.training.cli import train_tokenizer
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(train_tokenizer())
