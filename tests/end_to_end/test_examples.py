@@ -1,6 +1,7 @@
 """The scripts in examples/ run on a tiny saved model, in subprocesses, as a user runs them.
 
-translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches;
+translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches; a
+line that is not UTF-8, an over-long line and empty lines do not disturb the others (issue 11, case 7);
 pipeline_quickstart.py prints the pipeline's output; visualize_attention.py writes three PNG grids whose heatmap
 tiles (found in the image itself) match the model's layers and heads.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO_ROOT, generate_texts, save_tiny_translation_model
 
 from vaswani_transformer.pipeline_translation import TranslationPipeline
@@ -38,20 +40,40 @@ def saved(tmp_path_factory, small_tokenizer):
     return directory, model, small_tokenizer
 
 
-def run_example(script: str, *args: str, stdin: str | None = None, cwd: Path) -> subprocess.CompletedProcess:
-    """Run examples/<script> offline from `cwd` (outside the checkout), without PYTHONPATH."""
+def run_example(script: str, *args: str, stdin: str | bytes | None = None, cwd: Path) -> subprocess.CompletedProcess:
+    """Run examples/<script> offline from `cwd` (outside the checkout), without PYTHONPATH.
+
+    `stdin` text is sent as UTF-8, bytes as they are; stdout and stderr come back decoded from UTF-8.
+    """
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", HF_HOME=str(cwd / "hf_home"))
     env.setdefault("OMP_NUM_THREADS", "1")  # a tiny model: threads only contend on a busy machine
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
-        input=stdin,
+        input=stdin.encode("utf-8") if isinstance(stdin, str) else stdin,
         cwd=cwd,
         env=env,
         capture_output=True,
-        text=True,
         timeout=300,
     )
+    result.stdout, result.stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+    return result
+
+
+def translate(directory: Path, sources: list[bytes], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """translate.py on the given raw lines (each ends with a newline), from `cwd`."""
+    return run_example("translate.py", "--model", str(directory), *args, stdin=b"".join(sources), cwd=cwd)
+
+
+def output_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """stdout's lines, checking that it ends with a newline."""
+    assert result.stdout.endswith("\n") or result.stdout == ""
+    return result.stdout.split("\n")[:-1]
+
+
+def one_line(texts: list[str]) -> list[str]:
+    """What translate.py prints for each translation: line breaks as spaces, stripped."""
+    return [" ".join(text.splitlines()).strip() for text in texts]
 
 
 def test_translate_writes_one_line_per_input_line(saved, real_sentences, tmp_path):
@@ -89,9 +111,61 @@ def load_example(script: str):
 
 def test_translate_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     missing = tmp_path / "nowhere"
-    assert load_example("translate.py").main(["--model", str(missing)]) == 1
-    error = capsys.readouterr().err.strip()
-    assert error.startswith(f"error: cannot load --model {missing}: ") and "\n" not in error
+    assert load_example("translate.py").main(["--model", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"translate.py: error: cannot load --model {missing}: ") and error.count("\n") == 1
+
+
+def test_case7_translate_reports_bad_line_and_translates_the_rest(saved, real_sentences, tmp_path):
+    directory, model, tokenizer = saved
+    good = real_sentences["en"][:5]
+    bad = b"Un caf\xe9 au lait."  # Latin-1, not UTF-8: 0xe9 starts a 3-byte sequence that " a" does not continue
+    lines = [good[0].encode() + b"\n", good[1].encode() + b"\r\n", bad + b"\n"]
+    lines += [sentence.encode() + b"\n" for sentence in good[2:]]
+    result = translate(directory, lines, cwd=tmp_path)  # one batch of 32: the bad line shares it with the others
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == (
+        "translate.py: line 3: not valid UTF-8 (invalid continuation byte: byte 7 is e9); writing an empty line"
+    )
+    expected = one_line(generate_texts(model, tokenizer, good))  # the valid lines, "\r\n" ending dropped
+    assert output_lines(result) == [*expected[:2], "", *expected[2:]]
+
+
+def test_case7_translate_warns_once_on_truncation(saved, real_sentences, tmp_path):
+    directory, model, tokenizer = saved
+    limit = tokenizer.model_max_length
+    long_lines = [" ".join(real_sentences["en"]) * repeat for repeat in (12, 14)]  # each well over `limit` tokens
+    sources = [real_sentences["en"][0], long_lines[0], real_sentences["en"][1], long_lines[1]]
+    lengths = [len(ids) for ids in tokenizer(sources)["input_ids"]]
+    assert lengths[1] > limit and lengths[3] > limit and lengths[0] < limit
+    result = translate(directory, [s.encode() + b"\n" for s in sources], "--batch_size", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("translate.py: warning:")]
+    assert warnings == [
+        f"translate.py: warning: line 2 has {lengths[1]} tokens, more than the tokenizer's model_max_length {limit}: "
+        f"truncated to {limit} tokens (later lines over the limit are truncated without a warning; "
+        "--max_source_length sets the limit)"
+    ]
+    expected = []
+    for start in (0, 2):  # the script's batches of 2, each source cut at `limit` tokens
+        batch = tokenizer(
+            sources[start : start + 2], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+        )
+        with torch.no_grad():
+            expected += one_line(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))
+    assert output_lines(result) == expected
+
+
+def test_case7_translate_empty_lines(saved, real_sentences, tmp_path):
+    directory, model, tokenizer = saved
+    sentence = real_sentences["en"][0]
+    lines = [b"\n", b"   \n", sentence.encode() + b"\n", b"\r\n", b"\n"]
+    result = translate(directory, lines, "--batch_size", "2", cwd=tmp_path)
+    assert result.returncode == 0 and "translate.py" not in result.stderr, result.stderr[-3000:]
+    assert output_lines(result) == ["", "", *one_line(generate_texts(model, tokenizer, [sentence])), "", ""]
+    assert translate(directory, [], cwd=tmp_path).stdout == ""  # no input, no output
+    # A last line without a newline is still a line.
+    assert len(output_lines(translate(directory, [b"\n", sentence.encode()], cwd=tmp_path))) == 2
 
 
 def test_pipeline_quickstart_prints_the_pipeline_output(saved, tmp_path):
