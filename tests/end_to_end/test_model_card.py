@@ -1,9 +1,10 @@
-"""model_cards/render.py renders the card of a real (tiny) training run from the run's own files.
+"""The model card (`vaswani_transformer.training.model_card`) of a real (tiny) training run, from the run's own files.
 
 One `training/train.py` run on 200 Multi30k pairs with a tiny model, in a subprocess as in tests/test_training.py;
 then the card is rendered, reloaded with `huggingface_hub.ModelCard.load`, and compared with the run's files: the
 metadata and `model-index` with the results JSON, the tables with config.json and training_args.json, the
-deviations with README.md; the usage snippets are executed where the package cannot be imported.
+deviations with the package's list (which must equal README.md's section); the usage snippets are executed where
+the package cannot be imported. The card also renders from what a run without a test split or validation leaves.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ import pytest
 from conftest import REPO_ROOT
 
 from vaswani_transformer.pipeline_translation import save_translation_pipeline
+from vaswani_transformer.training.model_card import (
+    DEVIATIONS_PATH,
+    TRANSFORMERS_REQUIREMENT,
+    paper_deviations,
+    render_model_card,
+)
 
 
 TRAIN = str(REPO_ROOT / "training" / "train.py")
 RENDER = str(REPO_ROOT / "model_cards" / "render.py")
+DEVIATIONS_HEADING = "## Deviations from the paper"
 TINY_MODEL = (
     "--model custom --d_model 16 --encoder_layers 2 --decoder_layers 2 --encoder_attention_heads 2 "
     "--decoder_attention_heads 2 --encoder_ffn_dim 32 --decoder_ffn_dim 32 --max_position_embeddings 128"
@@ -55,8 +63,6 @@ def run_dir(tmp_path_factory, multi30k_dir) -> Path:
 @pytest.fixture(scope="module")
 def card(run_dir):
     from huggingface_hub import ModelCard
-
-    from model_cards.render import render_model_card
 
     rendered = render_model_card(run_dir)
     loaded = ModelCard.load(run_dir / "README.md")
@@ -116,11 +122,26 @@ def test_body_shows_the_config_training_arguments_and_run(card, run_dir):
     assert f"beam size {generation['num_beams']}, length penalty α = {generation['length_penalty']}" in text
 
 
-def test_deviations_are_the_readme_section_and_citations_are_there(card):
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Deviations from the paper", 1)[1].split("\n## ", 1)[0]
-    bullets = [line for line in section.splitlines() if line.startswith("- ")]
-    assert bullets and all(bullet in card.text for bullet in bullets)
+def readme_deviations() -> str:
+    """The body of README.md's "Deviations from the paper" section (heading excluded), stripped."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count(f"\n{DEVIATIONS_HEADING}\n") == 1
+    return readme.split(f"\n{DEVIATIONS_HEADING}\n", 1)[1].split("\n## ", 1)[0].strip()
+
+
+def test_the_package_deviations_equal_the_readme_section():
+    """The installed package carries the list (no repository README there); the README shows the same text."""
+    assert DEVIATIONS_PATH.parent.name == "training" and DEVIATIONS_PATH.suffix == ".md"  # package data ("*.md")
+    deviations = paper_deviations()
+    assert [line for line in deviations.splitlines() if line.startswith("- ")]
+    assert deviations == readme_deviations()
+
+
+def test_deviations_requirements_and_citations_are_there(card):
+    section = card.text.split(f"\n{DEVIATIONS_HEADING}\n", 1)[1].split("\n## ", 1)[0].strip()
+    assert section == paper_deviations()
+    assert TRANSFORMERS_REQUIREMENT == "transformers>=5.4,<6"
+    assert f'pip install torch "{TRANSFORMERS_REQUIREMENT}"' in card.text
     assert "@inproceedings{vaswani2017attention," in card.text
     assert "@inproceedings{elliott-etal-2016-multi30k," in card.text
 
@@ -141,12 +162,44 @@ def test_usage_snippets_run_without_the_package(card, run_dir, tmp_path):
     assert lines[0].startswith("[{'translation_text': ") and lines[-1].startswith("[")
 
 
-def test_missing_run_files_are_clear_errors(tmp_path):
-    from model_cards.render import render_model_card
+def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):
+    """What `--do_test false --eval_steps 0` leaves when train.py renders the card: no results_<split>.json, no
+    evaluation record in log.jsonl, train_results.json without scores."""
+    import shutil
 
+    run = Path(shutil.copytree(run_dir, tmp_path / "no_test"))
+    for path in [*run.glob("results_*.json"), *run.glob("hyps_*"), run / "README.md"]:
+        path.unlink(missing_ok=True)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    train_records = [record for record in records if "loss" in record]
+    (run / "log.jsonl").write_text("".join(json.dumps(record) + "\n" for record in train_records))
+    args = {**read(run, "training_args.json"), "do_test": False}
+    (run / "training_args.json").write_text(json.dumps(args) + "\n")
+    results = read(run, "train_results.json")
+    (run / "train_results.json").write_text(
+        json.dumps({key: results[key] for key in ("step", "epoch", "elapsed_seconds")}) + "\n"
+    )
+    card = render_model_card(run, "org/name")
+    assert (run / "README.md").read_text(encoding="utf-8") == str(card)
+    assert card.data.eval_results is None and card.data.model_name == "org/name"
+    assert "No `results_<split>.json` in the run directory: the model has not been evaluated." in card.text
+    assert f"test split\n`{args['test_split']}` (not scored: `do_test` was false)." in card.text
+    assert f"**Run.** {results['step']} optimizer steps" in card.text and "validation loss" not in card.text
+    assert 'from_pretrained("org/name", trust_remote_code=True)' in card.text
+    # Nor does it need a log at all.
+    (run / "log.jsonl").unlink()
+    assert "**Run.**" in render_model_card(run).text
+
+
+def test_missing_run_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
         render_model_card(tmp_path)
-    result = subprocess.run([sys.executable, RENDER, str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
     config = tmp_path / "config.json"
-    assert result.stderr.strip() == f"error: {config} not found: is {tmp_path} the output_dir of a training run?"
+    for command in ([sys.executable, RENDER], [str(Path(sys.executable).parent / "vaswani-model-card")]):
+        result = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        program = Path(command[-1]).name
+        assert result.stderr == (
+            f"{program}: error: {config} not found: is {tmp_path} the output_dir of a training run? "
+            "(run with --debug for the traceback)\n"
+        )
