@@ -17,6 +17,7 @@ from vaswani_transformer.training.arguments import (
     parse_arguments,
 )
 from vaswani_transformer.training.train import build_model_config, load_raw
+from vaswani_transformer.training.train import main as train_main
 
 
 @pytest.mark.parametrize(
@@ -91,3 +92,55 @@ def test_architecture_flags_reach_the_config_over_the_preset(small_tokenizer):
     assert config.vocab_size == len(small_tokenizer) and config.pad_token_id == small_tokenizer.pad_token_id
     with pytest.raises(ValueError, match="divisible"):
         build_model_config(parse_arguments(["--output_dir", "x", "--d_model", "100"])[0], small_tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("output_dir: x\nmax_tokens: [1,\n", r"run\.yaml: invalid YAML at line 3, column 1"),
+        ("output_dir: x\nmax_steps: 20.7\n", r"run\.yaml: max_steps: expected a whole number, got 20\.7"),
+        ("output_dir: x\nmixed_precision: no\n", r"run\.yaml: mixed_precision: expected a string, got False \(YAML"),
+        ("output_dir: x\nuse_cpu: 1\n", r"run\.yaml: use_cpu: expected true or false, got 1"),
+        ("- output_dir\n", r"run\.yaml: expected a mapping"),
+    ],
+    ids=["syntax", "float-for-int", "yaml-no", "int-for-bool", "list"],
+)
+def test_case8_config_file_errors_name_the_file_and_key(tmp_path, yaml_text, expected):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ValueError, match=expected):
+        parse_arguments(["--config", str(config)])
+
+
+def test_case8_config_flag_without_a_value_and_typed_values_that_pass(tmp_path):
+    for argv in (["--config"], ["--config", "--output_dir", "x"], ["--config="]):
+        with pytest.raises(ValueError, match="--config needs the path of a YAML file"):
+            parse_arguments(argv)
+    with pytest.raises(FileNotFoundError, match=f"config file not found: {tmp_path / 'missing.yaml'}"):
+        parse_arguments([f"--config={tmp_path / 'missing.yaml'}"])
+    config = tmp_path / "run.yaml"
+    config.write_text('output_dir: x\nmixed_precision: "no"\nnum_train_epochs: 3\ndropout: 1\nmax_train_minutes: 2\n')
+    model_args, _, train_args = parse_arguments([f"--config={config}"])
+    assert (train_args.mixed_precision, train_args.num_train_epochs, model_args.dropout) == ("no", 3.0, 1.0)
+    assert isinstance(train_args.num_train_epochs, float) and isinstance(train_args.max_train_minutes, float)
+
+
+def test_case8_command_line_ints_reject_floats_and_user_errors_are_one_line_exit_2(tmp_path, capsys):
+    from vaswani_transformer.training import cli
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse: "invalid int value", status 2
+        parse_arguments(["--output_dir", "x", "--max_steps", "20.7"])
+    assert exit_info.value.code == 2 and "invalid int value: '20.7'" in capsys.readouterr().err
+    config = tmp_path / "run.yaml"
+    config.write_text("output_dir: x\nmax_steps: 20.7\n")
+    assert cli.run(train_main, ["--config", str(config)], "vaswani-train") == 2
+    expected = f"{config}: max_steps: expected a whole number, got 20.7 (run with --debug for the traceback)"
+    assert capsys.readouterr().err == f"vaswani-train: error: {expected}\n"
+    with pytest.raises(ValueError, match="max_steps"):  # --debug shows the traceback
+        cli.run(train_main, ["--config", str(config), "--debug"], "vaswani-train")
+
+    def bug(argv):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):  # not a user error: the traceback stays
+        cli.run(bug, [])

@@ -135,6 +135,9 @@ class TrainingArguments:
     """
 
     output_dir: str | None = field(default=None, metadata={"help": "Where everything is written (required)."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Delete a non-empty output_dir's contents first (else it is refused)."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed of weights, dropout and batch order."})
     max_tokens: int = field(default=4096, metadata={"help": "Padded tokens per side per batch per device (§5.1)."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
@@ -155,7 +158,9 @@ class TrainingArguments:
     save_minutes: float = field(default=0.0, metadata={"help": "Checkpoint every N minutes (§6.1: 10; 0: off)."})
     save_total_limit: int = field(default=5, metadata={"help": "Keep the newest K checkpoints (0: all)."})
     average_last_k: int = field(default=0, metadata={"help": "Average the last K checkpoints at the end (§6.1)."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "latest | checkpoint dir."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "latest | a checkpoint-{step} dir: continue the run in output_dir."}
+    )
     do_test: bool = field(default=True, metadata={"help": "Score the test split at the end."})
     report_to: str = field(default="none", metadata={"help": "accelerate trackers: none | tensorboard | all."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload output_dir (training/push_to_hub.py)."})
@@ -167,25 +172,116 @@ class TrainingArguments:
         return self.save_steps > 0 or self.save_minutes > 0
 
 
+CONFIG_FLAG = "--config"
+
+
+def _pop_config_path(argv: list[str]) -> Path | None:
+    """Remove `--config FILE` / `--config=FILE` from `argv` and return FILE (None if absent).
+
+    Raises:
+        ValueError: if `--config` has no value or is given twice.
+    """
+    positions = [i for i, arg in enumerate(argv) if arg == CONFIG_FLAG or arg.startswith(CONFIG_FLAG + "=")]
+    if not positions:
+        return None
+    if len(positions) > 1:
+        raise ValueError(f"{CONFIG_FLAG} is given {len(positions)} times; give one YAML file")
+    position = positions[0]
+    if argv[position].startswith(CONFIG_FLAG + "="):
+        value = argv.pop(position).partition("=")[2]
+    elif position + 1 < len(argv) and not argv[position + 1].startswith("--"):
+        value = argv.pop(position + 1)
+        argv.pop(position)
+    else:
+        value = ""
+    if not value:
+        raise ValueError(f"{CONFIG_FLAG} needs the path of a YAML file, e.g. {CONFIG_FLAG} training/configs/x.yaml")
+    return Path(value)
+
+
+def read_config_file(path: Path) -> dict:
+    """The key: value mapping of a YAML config file (`yaml.safe_load`).
+
+    Raises:
+        FileNotFoundError: if `path` is not a file (names it).
+        ValueError: on a YAML syntax error (names the file, line and column) or a top level that is not a mapping.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path} ({CONFIG_FLAG})")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}: invalid YAML{where}: {problem}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of argument: value, found a YAML {type(values).__name__}")
+    return values
+
+
+def _checked_value(path: Path, name: str, value, hint):
+    """`value` of YAML key `name` as the argument's type `hint` wants it (int -> float where float is wanted).
+
+    argparse converts and checks command-line strings; YAML values arrive already typed and bypass it, so they are
+    checked here: an int field takes no float (`max_steps: 20.7`), a string field takes no boolean (YAML reads
+    unquoted yes/no/on/off/true/false as booleans: `mixed_precision: no` is False).
+
+    Raises:
+        ValueError: naming the file, the key, the value and the expected type.
+    """
+    options = [option for option in typing.get_args(hint) if option is not type(None)] or [hint]
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return None
+        raise ValueError(f"{path}: {name} may not be empty (null); give a {options[0].__name__}")
+    if bool in options:
+        if isinstance(value, bool):
+            return value
+        expected = "true or false"
+    elif float in options:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif int in options:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "a whole number"
+    elif str in options:
+        if isinstance(value, str):
+            return value
+        expected = "a string"
+    else:
+        return value
+    hint_text = ' (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it, e.g. "no")'
+    hint_text = hint_text if isinstance(value, bool) and str in options else ""
+    raise ValueError(f"{path}: {name}: expected {expected}, got {value!r}{hint_text}")
+
+
 def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`--config file.yaml` gives defaults, the other flags override them (transformers.HfArgumentParser).
 
     Raises:
-        ValueError: on keys in the YAML file that are not arguments (names them), or on inconsistent flags
-            (`check_training_arguments`).
+        ValueError: `--config` without a value; a YAML syntax error, unknown keys, or a value of the wrong type in
+            the file (each names the file and key); inconsistent flags (`check_training_arguments`).
+        FileNotFoundError: if the `--config` file does not exist.
+        SystemExit: (argparse, exit status 2) for an unknown flag or a command-line value of the wrong type.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    if "--config" in argv:
-        position = argv.index("--config")
-        config_path = Path(argv[position + 1])
-        del argv[position : position + 2]
-        values = yaml.safe_load(config_path.read_text()) or {}
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
+    classes = (ModelArguments, DataArguments, TrainingArguments)
+    parser = HfArgumentParser(classes)
+    config_path = _pop_config_path(argv)
+    if config_path is not None:
+        values = read_config_file(config_path)
+        hints = {name: hint for cls in classes for name, hint in typing.get_type_hints(cls).items()}
+        unknown = sorted(set(values) - set(hints))
         if unknown:
-            raise ValueError(f"{config_path}: unknown keys {unknown}")
-        parser.set_defaults(**values)
+            raise ValueError(f"{config_path}: unknown keys {unknown} (see --help for the arguments)")
+        parser.set_defaults(**{name: _checked_value(config_path, name, v, hints[name]) for name, v in values.items()})
     model_args, data_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     check_training_arguments(train_args)
     return model_args, data_args, train_args
