@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -61,23 +62,30 @@ def read_lines(path: str | os.PathLike) -> list[str]:
 
     Raises:
         FileNotFoundError: if `path` does not exist (the message names it).
-        ValueError: on a byte sequence that is not UTF-8, naming the file and the 1-based line number.
+        ValueError: on a byte sequence that is not UTF-8, naming the file and the 1-based line number; on a
+            truncated or corrupt `.gz` file, naming the file and the lines read before the damage.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"parallel-text file not found: {path}")
     opener = gzip.open if path.name.endswith(".gz") else open
     lines = []
-    with opener(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8", errors="strict")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}: line {line_number} is not valid UTF-8 (bytes {raw[error.start : error.end]!r} "
-                    f"at byte offset {error.start} of the line: {error.reason})"
-                ) from error
-            lines.append(text.removesuffix("\n").removesuffix("\r"))
+    try:
+        with opener(path, "rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8", errors="strict")
+                except UnicodeDecodeError as error:
+                    raise ValueError(
+                        f"{path}: line {line_number} is not valid UTF-8 (bytes {raw[error.start : error.end]!r} "
+                        f"at byte offset {error.start} of the line: {error.reason})"
+                    ) from error
+                lines.append(text.removesuffix("\n").removesuffix("\r"))
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(
+            f"{path}: truncated or corrupt gzip file after {len(lines)} complete lines ({error}); "
+            "re-download or re-compress it"
+        ) from error
     return lines
 
 

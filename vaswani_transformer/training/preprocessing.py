@@ -64,6 +64,8 @@ def tokenize_split(
     encoded = dataset.map(
         encode, batched=True, remove_columns=dataset.column_names, num_proc=num_proc, desc="tokenize"
     )
+    if len(encoded) == 0:  # an empty split: `map` returns no columns at all
+        return encoded, {"pairs": 0, **dict.fromkeys(DROP_REASONS, 0)}
     reasons = encoded["reason"]
     counts = {"pairs": len(reasons), **{key: reasons.count(key) for key in DROP_REASONS}}
     kept = encoded.select([i for i, reason in enumerate(reasons) if reason == "kept"]).remove_columns("reason")
