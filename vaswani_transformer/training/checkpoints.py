@@ -21,17 +21,21 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 from accelerate import Accelerator
+from safetensors import SafetensorError, safe_open
 
 
 __all__ = [
     "TRAINER_STATE_NAME",
     "TrainerState",
+    "check_checkpoint_files",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "previous_checkpoint",
     "resolve_checkpoint",
     "rotate_checkpoints",
     "save_checkpoint",
@@ -69,7 +73,10 @@ class TrainerState:
         path = Path(directory, TRAINER_STATE_NAME)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {directory} is not a complete checkpoint")
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as error:
+            raise ValueError(f"{path}: not a trainer state written by this package ({error})") from error
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
@@ -154,14 +161,57 @@ def resolve_checkpoint(spec: str | None, output_dir: str | os.PathLike) -> Path 
     return path
 
 
+def previous_checkpoint(path: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the highest step below `path`'s step in the same directory, or None."""
+    path = Path(path)
+    match = _CHECKPOINT_RE.match(path.name)
+    step = int(match.group(1)) if match else None
+    earlier = [p for p in list_checkpoints(path.parent) if step is None or int(p.name.split("-")[1]) < step]
+    return earlier[-1] if earlier else None
+
+
+def check_checkpoint_files(path: str | os.PathLike) -> None:
+    """Check that every file of a checkpoint is whole before any is loaded, so that an error names the file.
+
+    safetensors files must open with a header that covers the whole file (`safe_open` checks it); torch's `.bin`
+    files are zip archives whose central directory, at the end, is missing from a truncated file.
+
+    Raises:
+        ValueError: naming the truncated or corrupt file.
+    """
+    for file in sorted(Path(path).iterdir()):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as handle:
+                    handle.keys()
+            elif file.suffix in (".bin", ".pt") and not zipfile.is_zipfile(file):
+                raise ValueError("not a complete torch.save archive (truncated?)")
+        except (SafetensorError, ValueError, OSError) as error:
+            raise ValueError(f"{file}: {error}") from error
+
+
 def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> TrainerState:
     """Restore model, optimizer, scheduler and RNG states with `accelerator.load_state`; return the TrainerState.
 
     Call after `accelerator.prepare`. The caller then continues from `state.epoch`, skipping
     `state.batches_in_epoch` batches (see the module docstring).
+
+    Raises:
+        ValueError: if a file of the checkpoint is truncated or unreadable: names the file and the complete
+            checkpoint before it (`--resume_from_checkpoint` accepts that path), or says there is none.
     """
-    state = TrainerState.load(path)
-    accelerator.load_state(str(path))
+    try:
+        state = TrainerState.load(path)
+        check_checkpoint_files(path)
+        accelerator.load_state(str(path))
+    except (ValueError, OSError, RuntimeError, EOFError) as error:
+        previous = previous_checkpoint(path)
+        advice = (
+            f"the complete checkpoint before it is {previous}: resume with --resume_from_checkpoint {previous}"
+            if previous
+            else f"there is no earlier checkpoint in {Path(path).parent}"
+        )
+        raise ValueError(f"cannot resume from {path}: {error}; {advice}") from error
     logger.info(
         "resumed from %s at step %d (epoch %d, batch %d)", path, state.step, state.epoch, state.batches_in_epoch
     )
