@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
@@ -38,6 +39,7 @@ from transformers import GenerationConfig
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.arguments import (
+    ARCHITECTURE_FIELDS,
     DataArguments,
     ModelArguments,
     TrainingArguments,
@@ -57,6 +59,7 @@ from vaswani_transformer.training.evaluation import (
     write_results,
 )
 from vaswani_transformer.training.hub import check_hub_access
+from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir, resume_differences
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, tokenize_split
 from vaswani_transformer.training.recipe import build_optimizer, build_scheduler
 from vaswani_transformer.training.tokenizer_training import train_tokenizer
@@ -70,13 +73,16 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------- data
 
 
-def load_raw(args: DataArguments) -> datasets.DatasetDict:
+def load_raw(args: DataArguments, train_args: TrainingArguments | None = None) -> datasets.DatasetDict:
     """Read train/validation/test pairs (`training.data.load_parallel_dataset`); Multi30k if no source is given.
 
-    Sets `args.data_dir` to the folder read in that case, so that `training_args.json` records it.
+    Sets `args.data_dir` to the folder read in that case, so that `training_args.json` records it. With a data_dir,
+    the splits the run will use must exist: the test split unless `--do_test false`, the validation split when
+    `--eval_steps` > 0 (a misspelled `--test_split` fails here, not after training).
 
     Raises:
-        ValueError, FileNotFoundError: from the data reader (names the file), or if there is no train split.
+        ValueError, FileNotFoundError: from the data reader (names the file); no or an empty train split (names
+            its source); a requested split missing from data_dir (names the flag, the files and the splits there).
     """
     if args.data_dir is None and args.dataset_name is None and args.train_file is None:
         args.data_dir = str(default_data_dir())
@@ -92,26 +98,78 @@ def load_raw(args: DataArguments) -> datasets.DatasetDict:
         dataset_config_name=args.dataset_config_name,
         splits=splits if args.data_dir else None,
     )
+    origin = (
+        f"{Path(args.data_dir) / f'train.{args.source_lang}'}[.gz]"
+        if args.data_dir
+        else args.train_file or f"{args.dataset_name} [train]"
+    )
     if "train" not in raw:
-        raise ValueError(f"no train split in the data (splits: {list(raw)})")
+        raise ValueError(f"no train split in the data: {origin} (splits: {list(raw)})")
+    if len(raw["train"]) == 0:
+        raise ValueError(f"the train split is empty: {origin} has no line")
+    if args.data_dir and train_args is not None:
+        needed = {
+            "test": ("--test_split", train_args.do_test),
+            "validation": ("--validation_split", train_args.eval_steps > 0),
+        }
+        for split, (flag, used) in needed.items():
+            if used and split not in raw:
+                raise ValueError(
+                    f"{flag} {splits[split]!r}: no {splits[split]}.{args.source_lang}[.gz] and "
+                    f"{splits[split]}.{args.target_lang}[.gz] in {args.data_dir} (splits there: "
+                    f"{', '.join(available_splits(args.data_dir, args.source_lang, args.target_lang)) or 'none'})"
+                    + ("; or pass --do_test false" if split == "test" else "; or pass --eval_steps 0")
+                )
     for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
         if limit is not None and split in raw:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     return raw
 
 
+def available_splits(data_dir: str | Path, source_lang: str, target_lang: str) -> list[str]:
+    """File stems in `data_dir` that have both a `.{source_lang}[.gz]` and a `.{target_lang}[.gz]` file, sorted."""
+    stems = {}
+    for path in Path(data_dir).iterdir():
+        name = path.name.removesuffix(".gz")
+        for lang in (source_lang, target_lang):
+            if name.endswith(f".{lang}"):
+                stems.setdefault(name.removesuffix(f".{lang}"), set()).add(lang)
+    return sorted(stem for stem, langs in stems.items() if len(langs) == 2)
+
+
 def get_tokenizer(
-    accelerator: Accelerator, args: ModelArguments, raw_train: datasets.Dataset, languages: tuple[str, str], out: Path
+    accelerator: Accelerator,
+    args: ModelArguments,
+    raw_train: datasets.Dataset,
+    languages: tuple[str, str],
+    run_dir: Path | None,
 ) -> VaswaniTransformerTokenizerFast:
-    """`--tokenizer_name` if given; else the tokenizer already in output_dir (a resumed run); else train the shared
-    BPE vocabulary on the train split (§5.1) on the main process, save it to output_dir, and load it everywhere."""
+    """`--tokenizer_name` if given; else the run's own tokenizer in `run_dir` (a resumed run); else train the shared
+    BPE vocabulary on the train split (§5.1) on the main process and hand it to the others.
+
+    Writes nothing into output_dir (`main` saves the tokenizer once every check has passed). The trained tokenizer
+    travels to the other ranks as its `save_pretrained` files through `accelerate.utils.broadcast_object_list`, and
+    every rank loads those same files, so all ranks (and a 1-process run) hold an identical tokenizer.
+
+    Raises:
+        OSError, ValueError: a `--tokenizer_name` or run directory without a usable tokenizer (names the directory).
+    """
     if args.tokenizer_name:
         return VaswaniTransformerTokenizerFast.from_pretrained(args.tokenizer_name)
-    if accelerator.is_main_process and not (out / "tokenizer.json").is_file():
+    if run_dir is not None:
+        return VaswaniTransformerTokenizerFast.from_pretrained(run_dir)
+    files = [None]
+    if accelerator.is_main_process:
         logger.info("training a %d-token shared BPE vocabulary on %d pairs", args.vocab_size, len(raw_train))
-        train_tokenizer(raw_train, languages, args.vocab_size, min_frequency=args.min_frequency).save_pretrained(out)
-    accelerator.wait_for_everyone()
-    return VaswaniTransformerTokenizerFast.from_pretrained(out)
+        tokenizer = train_tokenizer(raw_train, languages, args.vocab_size, min_frequency=args.min_frequency)
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer.save_pretrained(folder)
+            files = [{path.name: path.read_bytes() for path in Path(folder).iterdir()}]
+    files = broadcast_object_list(files) if accelerator.num_processes > 1 else files
+    with tempfile.TemporaryDirectory() as folder:
+        for name, content in files[0].items():
+            Path(folder, name).write_bytes(content)
+        return VaswaniTransformerTokenizerFast.from_pretrained(folder)
 
 
 def preprocess(
@@ -196,16 +254,19 @@ def build_generation_config(model_config, train_args: TrainingArguments, data_ar
 
 
 class JsonlLog:
-    """`output_dir/log.jsonl`, one JSON object a line (main process), also sent to the accelerate trackers."""
+    """`output_dir/log.jsonl`, one JSON object a line (main process), also sent to the accelerate trackers.
 
-    def __init__(self, accelerator: Accelerator, path: Path, append: bool):
+    Only ever appended to: a resumed run continues the file, and a new run starts in an empty output_dir.
+    """
+
+    def __init__(self, accelerator: Accelerator, path: Path):
         self.accelerator, self.path = accelerator, path
-        if accelerator.is_main_process and not append:
-            path.write_text("")
 
     def write(self, record: dict) -> None:
         """Append `record` to the file and send its numbers to the trackers (`accelerator.log`)."""
-        self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))
+        self.accelerator.log(
+            {k: v for k, v in record.items() if k != "step" and not isinstance(v, dict)}, step=record.get("step")
+        )
         if self.accelerator.is_main_process:
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -360,8 +421,27 @@ def check_ranks_identical(accelerator: Accelerator, model: torch.nn.Module) -> N
         raise RuntimeError(f"data-parallel ranks hold different weights (checksums {gathered.tolist()})")
 
 
+def check_resume(checkpoint: Path, model_config: VaswaniTransformerConfig, arguments: dict) -> None:
+    """A resumed run must be the run its checkpoint belongs to: same architecture, vocabulary and languages.
+
+    Raises:
+        ValueError: naming every field in which the command differs from the run (`output_dir.resume_differences`).
+    """
+    fields = (*ARCHITECTURE_FIELDS, "vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+    differences = resume_differences(checkpoint.parent, model_config.to_dict(), arguments, fields)
+    if differences:
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint} belongs to a different run: {'; '.join(differences)}. "
+            "Resume with the run's own settings, or train into a new --output_dir"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, save and score (see the module docstring).
+
+    Nothing is written into `output_dir` until every check has passed: the directory is empty (or
+    `--overwrite_output_dir` / `--resume_from_checkpoint` is given), the data and the splits the run uses exist, the
+    tokenizer loads, the model config is valid and, for a resume, matches the run and its checkpoint loads.
 
     Writes into `output_dir`: training_args.json, data_stats.json, tokenizer and config files, log.jsonl,
     checkpoint-{step}/ directories, the final model (save_pretrained), train_results.json (step, epoch,
@@ -369,12 +449,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     hyps_<split>.<lang>.
 
     Raises:
-        ValueError: bad arguments or YAML keys, data errors from `training.data` (mismatched line counts name the
-            files), no training pair left after filtering, or --push_to_hub without a token.
-        FileNotFoundError: missing data files or an incomplete --resume_from_checkpoint directory.
+        FileExistsError: a non-empty output_dir without --overwrite_output_dir or --resume_from_checkpoint.
+        ValueError: bad arguments or YAML (names the file and key), data errors from `training.data` (names the
+            files), a missing split, no training pair left after filtering, a resume that changes the run (names the
+            fields) or a corrupt checkpoint (names the file and the checkpoint before it), --push_to_hub without a
+            token.
+        FileNotFoundError: missing data files, config file or --resume_from_checkpoint directory.
         RuntimeError: if data-parallel ranks end with different weights.
     """
     model_args, data_args, train_args = parse_arguments(argv)
+    out = Path(train_args.output_dir)
+    check_output_dir(out, train_args.overwrite_output_dir, resume=train_args.resume_from_checkpoint is not None)
     check_hub_access(train_args)
     accelerator = Accelerator(
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
@@ -389,19 +474,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     set_seed(train_args.seed)
-    out = Path(train_args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, out)
+    non_empty = out.is_dir() and any(out.iterdir())
+    if checkpoint is not None and non_empty and checkpoint.resolve().parent != out.resolve():
+        raise FileExistsError(
+            f"--output_dir {out} is not empty and is not the run of --resume_from_checkpoint {checkpoint}; resume "
+            f"into {checkpoint.parent} or an empty --output_dir"
+        )
+    if train_args.resume_from_checkpoint and checkpoint is None and non_empty:  # "latest" found nothing to continue
+        raise FileExistsError(
+            f"--resume_from_checkpoint latest: {out} holds no complete checkpoint-<step> to continue, but is not "
+            "empty; pass --overwrite_output_dir (without --resume_from_checkpoint) to replace it"
+        )
 
     # Data: pairs, the shared vocabulary (§5.1), tokenized and filtered splits.
-    raw = load_raw(data_args)
+    raw = load_raw(data_args, train_args)
     arguments = {**asdict(model_args), **asdict(data_args), **asdict(train_args)}
-    if accelerator.is_main_process:
-        (out / "training_args.json").write_text(json.dumps(arguments, indent=2) + "\n")
     languages = (data_args.source_lang, data_args.target_lang)
-    tokenizer = get_tokenizer(accelerator, model_args, raw["train"], languages, out)
+    tokenizer = get_tokenizer(
+        accelerator, model_args, raw["train"], languages, checkpoint.parent if checkpoint else None
+    )
     tokenized, stats = preprocess(accelerator, raw, tokenizer, data_args)
-    if accelerator.is_main_process:
-        (out / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     train_set = tokenized["train"]
     sampler = TokenBatchSampler(
         train_set["source_length"],
@@ -421,20 +514,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         generator=torch.Generator().manual_seed(train_args.seed),
     )
 
-    # Model (Table 3), Adam and the Eq. 3 schedule (§5.3).
+    # Model (Table 3), Adam and the Eq. 3 schedule (§5.3); a resume checks the run and loads its checkpoint.
     model_config = build_model_config(model_args, tokenizer)
+    if checkpoint:
+        check_resume(checkpoint, model_config, arguments)
     model = VaswaniTransformerForConditionalGeneration(model_config)
     model.generation_config = build_generation_config(model_config, train_args, data_args)
     logger.info("model: %s preset, %.2fM parameters", model_args.model, model.num_parameters() / 1e6)
-    if accelerator.is_main_process:
-        model_config.save_pretrained(out)  # lets average_checkpoints rebuild the model from a running job
     if model_args.torch_compile:
         model.compile()  # in place: the module, its state-dict keys and `unwrap_model` stay as they are
     optimizer = build_optimizer(model)
     scheduler = build_scheduler(optimizer, model_config.d_model, train_args.warmup_steps, train_args.lr_multiplier)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, out)
     state = load_checkpoint(accelerator, checkpoint) if checkpoint else TrainerState()
+
+    # Every check has passed: from here on the run writes into output_dir.
+    if accelerator.is_main_process:
+        prepare_output_dir(out, train_args.overwrite_output_dir)
+        (out / "training_args.json").write_text(json.dumps(arguments, indent=2) + "\n")
+        (out / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        tokenizer.save_pretrained(out)
+        model_config.save_pretrained(out)  # lets average_checkpoints rebuild the model from a running job
+    accelerator.wait_for_everyone()
+    log = JsonlLog(accelerator, out / "log.jsonl")
+    if checkpoint:
+        log.write({"step": state.step, "resumed_from": str(checkpoint), "arguments": arguments})
 
     # The loop.
     if train_args.report_to != "none":
@@ -450,7 +554,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=train_args.eval_batch_size,
         metric=metric,
     )
-    log = JsonlLog(accelerator, out / "log.jsonl", append=checkpoint is not None)
     run = TrainingRun(train_args, accelerator, model, optimizer, scheduler, dataloader, log, validate_now)
     state = train(run, state)
 
@@ -482,6 +585,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_results(results, hypotheses, str(out), data_args.test_split, data_args.target_lang)
         logger.info("test %s: BLEU %.2f (%s)", data_args.test_split, scores["bleu"], scores["bleu_signature"])
         log.write({"step": state.step, "test_bleu": scores["bleu"], "test_chrf": scores["chrf"]})
+    elif train_args.do_test:
+        logger.warning("no test split in the data: nothing scored (give --test_file, or --do_test false)")
     if accelerator.is_main_process:
         (out / "train_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     if train_args.push_to_hub and accelerator.is_main_process:
