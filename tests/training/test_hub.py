@@ -101,9 +101,10 @@ def test_upload_sends_what_the_dry_run_lists(run_dir, monkeypatch):
 
 def test_missing_token_is_a_one_line_error(run_dir, tmp_path):
     result = run_cli(str(run_dir), "--repo_id", "someone/tiny", hf_home=tmp_path / "hf_home")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run)"
+        "push_to_hub.py: error: no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run) "
+        "(run with --debug for the traceback)"
     ]
 
 
@@ -119,9 +120,9 @@ def test_no_network_is_a_one_line_error(run_dir, tmp_path, network):
     if network == "refused connection":
         env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
     result = run_cli(str(run_dir), "--repo_id", "someone/tiny", hf_home=tmp_path / "hf_home", **env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith(f"error: could not upload {run_dir} to someone/tiny: ")
+    assert line.startswith(f"push_to_hub.py: error: could not upload {run_dir} to someone/tiny: ")
     assert ("OfflineModeIsEnabled" if network == "offline mode" else "ConnectError") in line
 
 
@@ -132,4 +133,5 @@ def test_a_directory_without_a_model_is_refused(tmp_path):
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         files_to_upload(tmp_path / "config.json")
     result = run_cli(str(tmp_path / "missing"), "--repo_id", "a/b", "--dry_run", hf_home=tmp_path / "hf_home")
-    assert result.returncode == 1 and result.stderr.strip() == f"error: {tmp_path / 'missing'} is not a directory"
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"push_to_hub.py: error: {tmp_path / 'missing'} is not a directory (run with")

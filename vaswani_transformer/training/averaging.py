@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vaswani_transformer.training.checkpoints import list_checkpoints
+from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 
 
 __all__ = ["average_checkpoints", "average_last_checkpoints", "load_averaged_into", "main", "model_file"]
@@ -60,13 +61,19 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
         {parameter name: averaged tensor} with the first checkpoint's keys and shapes, on CPU.
 
     Raises:
-        ValueError: if `paths` is empty, or a checkpoint's keys, shapes or integer buffers differ from the first
-            checkpoint's (the message names the file and the offending keys).
+        ValueError: if `paths` is empty, a model file is truncated or corrupt (names it), or a checkpoint's keys,
+            shapes or integer buffers differ from the first checkpoint's (names the file and the offending keys).
         FileNotFoundError: if a checkpoint has no model file.
     """
     if not paths:
         raise ValueError("average_checkpoints needs at least one checkpoint")
     files = [model_file(path) for path in paths]
+    for file in files:  # a truncated or corrupt file fails here, named, before any tensor is read
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except SafetensorError as error:
+            raise ValueError(f"{file}: not a readable safetensors file ({error})") from error
     totals: dict[str, torch.Tensor] = {}
     with safe_open(str(files[0]), framework="pt") as reference:
         for key in reference.keys():
@@ -146,26 +153,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     source.add_argument("--checkpoint_dir", help="a training output_dir; averages its newest --last_k checkpoints")
     parser.add_argument("--last_k", type=int, default=5, help="§6.1: 5 for base models, 20 for big (default 5)")
     parser.add_argument("--output", required=True, help="directory to write the averaged model into")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace a non-empty --output")
     parser.add_argument("--config", help="directory with the model's config.json (default: --checkpoint_dir)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI entry point. Raises SystemExit if --checkpoint_dir holds fewer checkpoints than --last_k."""
+    """CLI entry point (run through `training.cli`: its errors print one line on stderr and exit 2).
+
+    Raises:
+        ValueError: --checkpoint_dir holds fewer complete checkpoints than --last_k, or a checkpoint is truncated,
+            corrupt or of another model (names the file).
+        FileExistsError: --output is not empty and --overwrite_output_dir is not given.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    check_output_dir(args.output, args.overwrite_output_dir)
     paths = args.inputs
     config_dir = args.config
     if args.checkpoint_dir:
         paths = list_checkpoints(args.checkpoint_dir)[-args.last_k :]
         if len(paths) < args.last_k:
-            raise SystemExit(f"{args.checkpoint_dir} has {len(paths)} complete checkpoints, --last_k {args.last_k}")
+            raise ValueError(f"{args.checkpoint_dir} has {len(paths)} complete checkpoints, --last_k {args.last_k}")
         if config_dir is None and Path(args.checkpoint_dir, "config.json").is_file():
             config_dir = args.checkpoint_dir
     logger.info("averaging %d checkpoints: %s", len(paths), ", ".join(str(p) for p in paths))
-    written = save_averaged(average_checkpoints(paths), args.output, config_dir)
-    logger.info("wrote %s", written)
-
-
-if __name__ == "__main__":
-    main()
+    averaged = average_checkpoints(paths)
+    prepare_output_dir(args.output, args.overwrite_output_dir)
+    logger.info("wrote %s", save_averaged(averaged, args.output, config_dir))

@@ -81,7 +81,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     figure.tight_layout()
     figure.savefig(output, dpi=120)
     print(output)
-
-
-if __name__ == "__main__":
-    main()

@@ -117,14 +117,15 @@ def push_to_hub(
     Returns:
         The URL of the commit.
     Raises:
-        RuntimeError: one line naming the cause, when there is no token, the repo id is invalid, the Hub cannot be
-            reached (offline mode included) or refuses the upload.
+        PermissionError: when there is no token.
+        OSError: one line naming the cause, when the repo id is invalid, the Hub cannot be reached (offline mode
+            included) or refuses the upload.
     """
     from huggingface_hub import create_repo, upload_folder
 
     names = files_to_upload(directory)
     if get_token() is None:
-        raise RuntimeError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run)")
+        raise PermissionError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run)")
     try:
         create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         commit = upload_folder(
@@ -136,9 +137,7 @@ def push_to_hub(
         )
     except Exception as error:  # invalid id (ValueError), offline mode, HTTP status and transport errors
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise RuntimeError(
-            f"could not upload {directory} to {repo_id}: {type(error).__name__}: {first_line}"
-        ) from None
+        raise OSError(f"could not upload {directory} to {repo_id}: {type(error).__name__}: {first_line}") from None
     return commit.commit_url
 
 
@@ -153,24 +152,20 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point. Exit status 0 on success; errors print one line `error: ...` to stderr and exit 1."""
+    """CLI entry point (run through `training.cli`: its errors print one line on stderr and exit 2).
+
+    Raises:
+        OSError: no model in the directory, no token, or an upload that failed (see `push_to_hub`).
+    """
     args = parse_arguments(argv)
-    try:
-        names = files_to_upload(args.directory)
-        if "README.md" not in names:
-            print(
-                f"warning: {args.directory} has no README.md; render its model card first (model_cards/render.py)",
-                file=sys.stderr,
-            )
-        if args.dry_run:
-            print("\n".join(names))
-            return 0
-        print(push_to_hub(args.directory, args.repo_id, private=args.private, commit_message=args.commit_message))
-    except (OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    names = files_to_upload(args.directory)
+    if "README.md" not in names:
+        print(
+            f"warning: {args.directory} has no README.md (a finished training run writes its model card)",
+            file=sys.stderr,
+        )
+    if args.dry_run:
+        print("\n".join(names))
+        return 0
+    print(push_to_hub(args.directory, args.repo_id, private=args.private, commit_message=args.commit_message))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

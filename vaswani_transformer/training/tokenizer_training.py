@@ -22,6 +22,7 @@ from vaswani_transformer.tokenization_vaswani_transformer_fast import (
     VaswaniTransformerTokenizerFast,
 )
 from vaswani_transformer.training.data import iter_texts, load_parallel_dataset
+from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 
 
 __all__ = ["TokenizerTrainingArguments", "main", "train_tokenizer"]
@@ -35,7 +36,8 @@ PROGRESS_MIN_TEXTS = 100_000
 class TokenizerTrainingArguments:
     """Command-line arguments of `train_tokenizer.py` (parsed by `transformers.HfArgumentParser`)."""
 
-    output_dir: str = field(metadata={"help": "Where save_pretrained writes the tokenizer."})
+    output_dir: str = field(metadata={"help": "Where save_pretrained writes the tokenizer (new or empty)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty output_dir."})
     source_lang: str = field(default="en", metadata={"help": "Source language code, e.g. en."})
     target_lang: str = field(default="de", metadata={"help": "Target language code, e.g. de."})
     vocab_size: int = field(
@@ -92,9 +94,11 @@ def main(argv: list[str] | None = None) -> None:
 
     Raises:
         ValueError: as `load_parallel_dataset` and `train_tokenizer`, or if the data has no train split.
+        FileExistsError: a non-empty --output_dir without --overwrite_output_dir (nothing is written).
     """
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     (args,) = HfArgumentParser(TokenizerTrainingArguments).parse_args_into_dataclasses(args=argv)
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
     raw = load_parallel_dataset(
         args.source_lang,
         args.target_lang,
@@ -115,9 +119,5 @@ def main(argv: list[str] | None = None) -> None:
         min_frequency=args.min_frequency,
         model_max_length=args.model_max_length,
     )
-    tokenizer.save_pretrained(args.output_dir)
+    tokenizer.save_pretrained(prepare_output_dir(args.output_dir, args.overwrite_output_dir))
     logger.info("vocabulary of %d tokens (asked for %d) saved to %s", len(tokenizer), args.vocab_size, args.output_dir)
-
-
-if __name__ == "__main__":
-    main()
