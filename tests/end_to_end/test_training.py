@@ -97,6 +97,24 @@ def test_run_saves_a_reloadable_model(smoke):
     assert any(not torch.equal(saved[key], second[key]) for key in saved)
 
 
+def test_a_finished_run_is_the_repository_push_to_hub_uploads(smoke):
+    """Issue 11: the run renders its model card (README.md) at the end, with the test scores it measured."""
+    from huggingface_hub import ModelCard
+
+    from vaswani_transformer.training.hub import files_to_upload
+
+    out, _ = smoke
+    results = json.loads((out / "train_results.json").read_text())
+    card = ModelCard.load(out / "README.md")
+    metrics = {
+        metric["type"]: metric["value"]
+        for entry in card.data.to_dict()["model-index"][0]["results"]
+        for metric in entry["metrics"]
+    }
+    assert metrics["sacrebleu"] == pytest.approx(results["bleu"]) and metrics["chrf"] == pytest.approx(results["chrf"])
+    assert {"README.md", "model.safetensors", "tokenizer.json", "config.json"} <= set(files_to_upload(out))
+
+
 def test_run_logs_every_step_and_the_filtered_pairs(smoke):
     out, result = smoke
     log = read_log(out)

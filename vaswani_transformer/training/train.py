@@ -59,6 +59,7 @@ from vaswani_transformer.training.evaluation import (
     write_results,
 )
 from vaswani_transformer.training.hub import check_hub_access
+from vaswani_transformer.training.model_card import render_model_card
 from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir, resume_differences
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, tokenize_split
 from vaswani_transformer.training.recipe import build_optimizer, build_scheduler
@@ -445,8 +446,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Writes into `output_dir`: training_args.json, data_stats.json, tokenizer and config files, log.jsonl,
     checkpoint-{step}/ directories, the final model (save_pretrained), train_results.json (step, epoch,
-    elapsed_seconds, averaged_checkpoints and the test scores) and, with a test split, results_<split>.json and
-    hyps_<split>.<lang>.
+    elapsed_seconds, averaged_checkpoints and the test scores), with a test split results_<split>.json and
+    hyps_<split>.<lang>, and last the model card README.md (`training.model_card`), so that the finished directory
+    is the repository `--push_to_hub` / `vaswani-push-to-hub` uploads.
 
     Raises:
         FileExistsError: a non-empty output_dir without --overwrite_output_dir or --resume_from_checkpoint.
@@ -589,6 +591,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logger.warning("no test split in the data: nothing scored (give --test_file, or --do_test false)")
     if accelerator.is_main_process:
         (out / "train_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        render_model_card(out, train_args.hub_model_id)  # README.md: the measured results and the model-index
     if train_args.push_to_hub and accelerator.is_main_process:
         from vaswani_transformer.training.hub import push_to_hub  # uploads the usable files only, never checkpoints
 
