@@ -82,8 +82,8 @@ def test_case3_evaluate_refuses_non_empty_output_dir(run_dir, quick, tmp_path, c
     evaluation.main(["--model", str(run_dir), *quick, "--output_dir", str(out)])
     first = snapshot(out)
     message = (
-        f"--output_dir {out} already exists and is not empty; use --overwrite_output_dir to replace its results, "
-        "or choose another --output_dir"
+        f"--output_dir {out} is not empty (hyps_test_2016_flickr.de, results_test_2016_flickr.json); "
+        "pass --overwrite_output_dir to replace it"
     )
     with pytest.raises(FileExistsError) as refused:
         evaluation.main(["--model", str(run_dir), *quick, "--output_dir", str(out), "--num_beams", "2"])
@@ -94,7 +94,7 @@ def test_case3_evaluate_refuses_non_empty_output_dir(run_dir, quick, tmp_path, c
     assert run(evaluation.main, ["--model", str(run_dir), *quick, "--output_dir", str(out)], prog="eval") == 2
     stderr = capsys.readouterr().err  # transformers' weight-loading progress bar, then the error line
     assert stderr.endswith(f"\neval: error: {message} (run with --debug for the traceback)\n")
-    # --overwrite_output_dir clears the folder first: a stale file of another split goes too.
+    # --overwrite_output_dir empties the folder first: a stale file of another split goes too.
     (out / "hyps_val.de").write_text("stale\n", encoding="utf-8")
     evaluation.main(
         ["--model", str(run_dir), *quick, "--output_dir", str(out), "--overwrite_output_dir", "--num_beams", "2"]

@@ -13,10 +13,10 @@ paper's tokenised multi-bleu, which is why they are not directly comparable to T
 (one detokenised hypothesis per line) into its own folder, never over a training run's files (`default_output_dir`):
 by default `<model>/eval/<split>-<src>-<tgt>-beam<N>`, plus `-max_samples<N>` and `-max_source_length<N>` when
 those flags are given (e.g. `outputs/run/eval/test_2016_flickr-en-de-beam4-max_samples5`); for a `--model` that is
-not a local directory, `eval/<org>--<name>/<the same name>` under the working directory. As with transformers'
-`--output_dir`, an existing non-empty folder is refused unless `--overwrite_output_dir`, which clears it first; it
-only ever clears evaluation results (`check_output_dir`). Nothing is written before the split, the model and the
-output folder have been checked.
+not a local directory, `eval/<org>--<name>/<the same name>` under the working directory. The rule of every command
+(`training.output_dir`) applies: an existing non-empty folder is refused unless `--overwrite_output_dir`, which empties
+it first; on top of it, evaluation only ever empties a folder of evaluation results (`check_evaluation_output_dir`).
+Nothing is written before the split, the model and the output folder have been checked.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerB
 
 from vaswani_transformer.training.batching import build_collator, evaluation_batches
 from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset, source_and_target_texts
+from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS
 
 
@@ -45,7 +46,7 @@ __all__ = [
     "EVALUATION_OUTPUTS",
     "EvaluationArguments",
     "ValidationSet",
-    "check_output_dir",
+    "check_evaluation_output_dir",
     "default_output_dir",
     "evaluate_translations",
     "load_metric",
@@ -237,7 +238,7 @@ class EvaluationArguments:
     )
 
 
-# What `write_results` writes, and so all that `check_output_dir` ever clears (fnmatch patterns on file names).
+# What `write_results` writes, and so all that evaluation ever empties (fnmatch patterns on file names).
 EVALUATION_OUTPUTS = ("results_*.json", "hyps_*")
 
 
@@ -261,11 +262,12 @@ def default_output_dir(args: EvaluationArguments, num_beams: int) -> Path:
     return base / name
 
 
-def check_output_dir(output_dir: Path, model: str, overwrite: bool) -> None:
+def check_evaluation_output_dir(output_dir: Path, model: str, overwrite: bool) -> None:
     """Refuse an `--output_dir` that evaluation must not write into; writes and removes nothing.
 
-    Accepted: a missing folder, an empty one, or (with `overwrite`) one that holds only evaluation results
-    (`EVALUATION_OUTPUTS`), which `main` then clears just before writing.
+    Evaluation's own rule, then the rule of every command (`training.output_dir.check_output_dir`). Accepted: a
+    missing folder, an empty one, or (with `overwrite`) one that holds only evaluation results (`EVALUATION_OUTPUTS`),
+    which `main` then empties (`training.output_dir.prepare_output_dir`) just before writing.
 
     Args:
         output_dir: the folder results would go to.
@@ -273,13 +275,10 @@ def check_output_dir(output_dir: Path, model: str, overwrite: bool) -> None:
         overwrite: `--overwrite_output_dir`.
 
     Raises:
-        NotADirectoryError: if `output_dir` is a file.
-        FileExistsError: if it is the model directory or holds it; if it is not empty and `overwrite` is false; or
-            if it holds anything besides evaluation results (a training run, a saved model), whatever `overwrite`
-            says. The message names the folder and what to do.
+        FileExistsError: if `output_dir` is the model directory or holds it, or holds anything besides evaluation
+            results (a training run, a saved model), whatever `overwrite` says; if it is not empty and `overwrite`
+            is false; if it is a file. The message names the folder and what to do.
     """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"--output_dir {output_dir} is a file, not a folder")
     model_dir = Path(model).resolve()
     if Path(model).is_dir() and (model_dir == output_dir.resolve() or output_dir.resolve() in model_dir.parents):
         raise FileExistsError(
@@ -287,8 +286,6 @@ def check_output_dir(output_dir: Path, model: str, overwrite: bool) -> None:
             "model or training run: choose another --output_dir"
         )
     entries = sorted(output_dir.iterdir()) if output_dir.is_dir() else []
-    if not entries:
-        return
     foreign = [e.name for e in entries if not (e.is_file() and any(fnmatch(e.name, p) for p in EVALUATION_OUTPUTS))]
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -296,11 +293,7 @@ def check_output_dir(output_dir: Path, model: str, overwrite: bool) -> None:
             f"--output_dir {output_dir} holds entries that evaluation did not write ({shown}); it never writes over "
             "them, --overwrite_output_dir included: choose another --output_dir"
         )
-    if not overwrite:
-        raise FileExistsError(
-            f"--output_dir {output_dir} already exists and is not empty; use --overwrite_output_dir to replace its "
-            "results, or choose another --output_dir"
-        )
+    check_output_dir(output_dir, overwrite)
 
 
 def load_model_and_tokenizer(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -344,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         FileNotFoundError: no files for `--split` in the data folder (names the split and the folder), or a missing
             `--data_dir`.
         OSError: `--model` cannot be loaded (`load_model_and_tokenizer`).
-        FileExistsError, NotADirectoryError: a refused `--output_dir` (`check_output_dir`).
+        FileExistsError: a refused `--output_dir` (`check_evaluation_output_dir`).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (args,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv)
@@ -362,8 +355,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, tokenizer = load_model_and_tokenizer(args.model)
     num_beams = args.num_beams or model.generation_config.num_beams
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args, num_beams)
-    check_output_dir(output_dir, args.model, args.overwrite_output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)  # now, so that an unwritable folder fails before translating
+    check_evaluation_output_dir(output_dir, args.model, args.overwrite_output_dir)
+    prepare_output_dir(output_dir, overwrite=False)  # created now: an unwritable folder fails before translating
     args.output_dir = str(output_dir)
 
     scores, hypotheses = evaluate_translations(
@@ -384,10 +377,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "generation_config": model.generation_config.to_diff_dict(),
         "arguments": asdict(args),
     }
-    # Checked again (translating may take hours) and cleared only now: a failed run leaves earlier results in place.
-    check_output_dir(output_dir, args.model, args.overwrite_output_dir)
-    for entry in output_dir.iterdir() if output_dir.is_dir() else []:
-        entry.unlink()  # only evaluation results are left here (check_output_dir)
+    # Checked again (translating may take hours) and emptied only now: a failed run leaves earlier results in place.
+    check_evaluation_output_dir(output_dir, args.model, args.overwrite_output_dir)
+    prepare_output_dir(output_dir, args.overwrite_output_dir)
     write_results(results, hypotheses, str(output_dir), args.split, args.target_lang)
     logger.info("wrote %s", output_dir)
     print(f"{args.split}: BLEU {scores['bleu']:.2f} ({scores['bleu_signature']})")
