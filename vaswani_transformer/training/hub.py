@@ -45,8 +45,8 @@ ALLOW_PATTERNS = (
     "special_tokens_map.json",
     "added_tokens.json",
     "*.py",  # remote code: configuration_*, modeling_*, tokenization_*, pipeline_* (trust_remote_code=True)
-    "README.md",  # the model card (model_cards/render.py)
-    "results_*.json",  # sacreBLEU/chrF per evaluated split (training/evaluate.py)
+    "README.md",  # the model card every training run renders (training.model_card)
+    "results_*.json",  # sacreBLEU/chrF of the test split, written by the training run
     "train_results.json",  # steps, time, averaged checkpoints, test scores (training/train.py)
     "training_args.json",  # every argument of the run (training/train.py)
 )
