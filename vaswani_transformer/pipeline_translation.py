@@ -17,7 +17,8 @@ tokenizer and pipeline in one go, through transformers' own `Pipeline.save_pretr
 
 The output format is that of transformers 4.x `TranslationPipeline` (`Text2TextGenerationPipeline`): a string gives a
 list with one dict per returned sequence, `[{"translation_text": str}]`; a list of strings gives one such list per
-input, flattened to one dict per input when each input has exactly one translation (`num_return_sequences=1`).
+input, flattened to one dict per input when each input has exactly one translation (`num_return_sequences=1`). An
+empty or whitespace-only input translates to "" without reaching the model.
 
 This file imports only the standard library, torch and transformers: it runs as remote code where the
 `vaswani_transformer` package is not installed.
@@ -51,7 +52,8 @@ class TranslationPipeline(Pipeline):
     `preprocess`, `_forward`, `postprocess`; generation parameters handled by `Pipeline._prepare_generate_kwargs`).
 
     Call arguments (also accepted by the constructor, where they become defaults for every call):
-        inputs: a string, or a list of strings.
+        inputs: a string, or a list of strings. An empty or whitespace-only string gives `num_return_sequences`
+            empty translations (`""`, and a length-0 `translation_token_ids`) and is not sent to the model.
         batch_size: sentences per `generate()` call (default 1); batches are right-padded with the tokenizer's pad id.
         truncation: cut inputs longer than `max_source_length` tokens (default True), logging a warning that names
             both lengths; with False, long inputs are passed whole.
@@ -69,9 +71,10 @@ class TranslationPipeline(Pipeline):
         the dict itself when `num_return_sequences == 1` (4.x behaviour), else the list of dicts.
 
     Raises:
-        ValueError: at construction, if the model is not an encoder-decoder that can generate, or no tokenizer is
-            given; at call time, if an input is neither a string nor a list of strings (naming its type), or if
-            `max_source_length` is not a positive integer.
+        ValueError: at construction, if the model is not an encoder-decoder that can generate, no tokenizer is given,
+            or the tokenizer's vocabulary holds only special tokens (an untrained tokenizer, which would encode every
+            word as its unknown token); at call time, if an input is neither a string nor a list of strings (naming
+            its type), or if `max_source_length` is not a positive integer.
     """
 
     _pipeline_calls_generate = True
@@ -92,6 +95,13 @@ class TranslationPipeline(Pipeline):
             )
         if self.tokenizer is None:
             raise ValueError("TranslationPipeline needs a tokenizer (pass tokenizer=... or save one with the model)")
+        vocab = self.tokenizer.get_vocab()
+        if set(vocab) <= set(self.tokenizer.all_special_tokens):
+            raise ValueError(
+                f"TranslationPipeline needs a trained tokenizer; {type(self.tokenizer).__name__} has only special "
+                f"tokens ({' '.join(sorted(vocab, key=vocab.get))}) in its vocabulary, so every word would be encoded "
+                f"as {self.tokenizer.unk_token} and every translation would be empty"
+            )
 
     def _sanitize_parameters(
         self,
@@ -119,17 +129,48 @@ class TranslationPipeline(Pipeline):
             postprocess_params["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
         return preprocess_params, generate_kwargs, postprocess_params
 
-    def __call__(self, inputs: str | list[str], **kwargs: Any) -> list[dict] | list[list[dict]]:
-        """Translate `inputs` (see the class docstring for arguments, return value and errors)."""
+    def __call__(
+        self, inputs: str | list[str], num_workers: int | None = None, batch_size: int | None = None, **kwargs: Any
+    ) -> list[dict] | list[list[dict]]:
+        """Translate `inputs` (see the class docstring for arguments, return value and errors).
+
+        The non-blank inputs go through `Pipeline.__call__` as one list; each blank one gets `_blank_translations`.
+        """
         if isinstance(inputs, list) and not all(isinstance(text, str) for text in inputs):
             bad = next(text for text in inputs if not isinstance(text, str))
             raise ValueError(f"TranslationPipeline inputs must be strings; the list holds a {type(bad).__name__}")
         if not isinstance(inputs, (str, list)):
             raise ValueError(f"TranslationPipeline takes a string or a list of strings, got {type(inputs).__name__}")
-        result = super().__call__(inputs, **kwargs)
-        if isinstance(inputs, list) and all(len(translations) == 1 for translations in result):
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        to_translate = [text for text in texts if text.strip()]
+        translated = iter(
+            super().__call__(to_translate, num_workers=num_workers, batch_size=batch_size, **kwargs)
+            if to_translate
+            else []
+        )
+        blank = self._blank_translations(**kwargs) if len(to_translate) < len(texts) else []
+        result = [next(translated) if text.strip() else [dict(record) for record in blank] for text in texts]
+        if isinstance(inputs, str):
+            return result[0]
+        if all(len(translations) == 1 for translations in result):
             return [translations[0] for translations in result]  # 4.x: one dict per input
         return result
+
+    def _blank_translations(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """The records of an empty or whitespace-only input, built by `postprocess` without running the model.
+
+        Args:
+            **kwargs: the call's arguments (as for `__call__`), on top of the constructor's.
+        Returns:
+            `num_return_sequences` records (as generation would resolve it: call, constructor, the model's
+            `generation_config`), each with `translation_text` "" and/or a length-0 `translation_token_ids`.
+        """
+        _, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+        generate_kwargs = self._prepare_generate_kwargs({**self._forward_params, **forward_params})
+        generation_config = generate_kwargs.get("generation_config") or self.model.generation_config
+        returns = generate_kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
+        no_ids = torch.zeros(1, returns, 0, dtype=torch.long)  # (1, returns, out_len = 0)
+        return self.postprocess({"output_ids": no_ids}, **{**self._postprocess_params, **postprocess_params})
 
     def preprocess(
         self, text: str, truncation: bool = True, max_source_length: int | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import unicodedata
 from collections.abc import Iterable, Iterator
 
@@ -201,6 +202,42 @@ class VaswaniTransformerTokenizerFast(TokenizersBackend):
             add_eos_token=add_eos_token,
             split_special_tokens=split_special_tokens,
             **kwargs,
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *init_inputs, **kwargs) -> VaswaniTransformerTokenizerFast:
+        """`PreTrainedTokenizerBase.from_pretrained`, refusing a tokenizer whose vocabulary is only special tokens.
+
+        Without `tokenizer.json` the base class builds the tokenizer from `tokenizer_config.json` alone: `__init__`
+        without `vocab` gives the four special tokens, every word encodes to `<unk>`, and a model translates every
+        sentence to "". Also used by `AutoTokenizer.from_pretrained(..., trust_remote_code=True)`. A tokenizer built
+        in code (`train_from_iterator`, `train_new_from_iterator`, `tokenizer_object=...`) is not checked.
+
+        Args and returns: as `PreTrainedTokenizerBase.from_pretrained`.
+
+        Raises:
+            OSError: naming the directory, if it is a local directory without `tokenizer.json`.
+            ValueError: naming where it was loaded from, if the loaded vocabulary holds only special tokens (an
+                untrained `tokenizer.json`, or a Hub repository without one).
+        """
+        tokenizer = super().from_pretrained(pretrained_model_name_or_path, *init_inputs, **kwargs)
+        vocab = tokenizer.get_vocab()
+        if set(vocab) > set(tokenizer.all_special_tokens):
+            return tokenizer
+        directory = str(pretrained_model_name_or_path)
+        if kwargs.get("subfolder"):
+            directory = os.path.join(directory, kwargs["subfolder"])
+        tokenizer_file = cls.vocab_files_names["tokenizer_file"]
+        special = " ".join(sorted(vocab, key=vocab.get))
+        if os.path.isdir(directory) and not os.path.isfile(os.path.join(directory, tokenizer_file)):
+            raise OSError(
+                f"{directory} has no {tokenizer_file}: the tokenizer would know only its special tokens ({special}) "
+                f"and encode every word as {tokenizer.unk_token}. Save the trained tokenizer there "
+                "(tokenizer.save_pretrained) or load it from the directory that holds its tokenizer.json."
+            )
+        raise ValueError(
+            f"The tokenizer loaded from {directory} has only its special tokens ({special}) in its vocabulary: its "
+            f"{tokenizer_file} is missing or untrained, and every word would be encoded as {tokenizer.unk_token}."
         )
 
     def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
