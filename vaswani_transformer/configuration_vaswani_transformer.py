@@ -4,25 +4,55 @@ Field names follow the Hugging Face seq2seq convention (`d_model`, `encoder_laye
 field's docstring line gives the paper's symbol. `VaswaniTransformerConfig.base()` and `.big()` are the two models of
 Table 3. This file imports only the standard library and transformers: it is copied next to saved models and loaded
 with `trust_remote_code=True` where this package is not installed.
+
+Importing it checks the installed transformers first (`require_transformers`): this file is the first of the model's
+code that transformers loads, so an older release fails here with one `ImportError` that names both versions.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import transformers
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 
-__all__ = ["VaswaniTransformerConfig"]
+__all__ = ["MIN_TRANSFORMERS_VERSION", "VaswaniTransformerConfig", "require_transformers"]
 
+# The oldest transformers release the remote-code files (config, model, tokenizer, pipeline) work with; keep equal to
+# the lower bound in pyproject.toml (tests/model/test_floor_version.py checks both). Older 5.x releases fail on the
+# `@strict` config below (StrictDataclassDefinitionError), 4.x has no `PreTrainedConfig`. The CI's floor job
+# (.ci/run, .ci/floor_version_check.py) checks that a saved model translates the same on this release.
+MIN_TRANSFORMERS_VERSION = (5, 4)
 LAYER_NORM_POSITIONS = ("post", "pre")
 POSITIONAL_ENCODING_LAYOUTS = ("interleaved", "concatenated")
 
 
+def require_transformers(installed: str) -> None:
+    """Check that transformers `installed` (a version string such as "5.3.0") is at least `MIN_TRANSFORMERS_VERSION`.
+
+    Run when this file is imported, with `transformers.__version__`, before anything that older releases lack is used.
+    A version string that does not start with "major.minor" is let through.
+
+    Raises:
+        ImportError: naming the installed and the required version, and the pip command that installs one.
+    """
+    match = re.match(r"(\d+)\.(\d+)", installed)
+    if match and (int(match[1]), int(match[2])) < MIN_TRANSFORMERS_VERSION:
+        required = ".".join(map(str, MIN_TRANSFORMERS_VERSION))
+        raise ImportError(
+            f"This Vaswani Transformer model needs transformers >= {required}, but transformers {installed} is "
+            f"installed: pip install 'transformers>={required},<6'"
+        )
+
+
+require_transformers(transformers.__version__)
+
+
 @strict(accept_kwargs=True)
-class VaswaniTransformerConfig(PreTrainedConfig):
+class VaswaniTransformerConfig(transformers.PreTrainedConfig):
     r"""Hyper-parameters of the encoder-decoder Transformer (§3, Table 3).
 
     Each field, its symbol in the paper, and its meaning:

@@ -150,6 +150,13 @@ def scaled_dot_product_attention(
     return output.transpose(1, 2).contiguous(), weights  # (batch, tgt_len, heads, head_dim)
 
 
+# transformers' name for the eager attention function (Marian, Llama). transformers 5.4 to 5.10 at least let
+# `set_attn_implementation` switch a model only if its modeling file holds this name and
+# `ALL_ATTENTION_FUNCTIONS.get_interface(` (`PreTrainedModel._can_set_attn_implementation`); later releases look only
+# for the latter.
+eager_attention_forward = scaled_dot_product_attention
+
+
 # §3.2.2 Multi-head attention ------------------------------------------------------------------------------------
 
 
@@ -272,7 +279,7 @@ class VaswaniTransformerAttention(nn.Module):
                 key, value = cache.update(key, value, self.layer_idx)  # (batch, heads, past + tgt_len, head_dim)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, scaled_dot_product_attention
+            self.config._attn_implementation, eager_attention_forward
         )
         output, weights = attention_interface(
             self,

@@ -26,6 +26,7 @@ This file imports only the standard library, torch and transformers: it runs as 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -49,7 +50,8 @@ class TranslationPipeline(Pipeline):
     """Translate text with an encoder-decoder model's `generate()`: tokenize, generate, decode (§6.1 decoding).
 
     Follows transformers 4.x `TranslationPipeline`, rewritten on the v5 `Pipeline` API (`_sanitize_parameters`,
-    `preprocess`, `_forward`, `postprocess`; generation parameters handled by `Pipeline._prepare_generate_kwargs`).
+    `preprocess`, `_forward`, `postprocess`; generation parameters merged by `_generate_kwargs_for_call`). Works on
+    transformers 5.4 and later (see `_generate_kwargs_for_call` for the difference between 5.4-5.19 and 5.20+).
 
     Call arguments (also accepted by the constructor, where they become defaults for every call):
         inputs: a string, or a list of strings. An empty or whitespace-only string gives `num_return_sequences`
@@ -83,8 +85,9 @@ class TranslationPipeline(Pipeline):
     _load_image_processor = False
     _load_feature_extractor = False
     _load_video_processor = False
-    # No pipeline defaults: every unset generation parameter comes from the model's generation_config.
-    _default_generation_config = None
+    # No `_default_generation_config`: every unset generation parameter comes from the model's generation_config.
+    # (Without it, transformers 5.4-5.10 use an empty GenerationConfig(), later releases None; both add nothing.
+    # Setting it to None would break the older releases, whose `Pipeline.__init__` reads its `max_new_tokens`.)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -166,11 +169,35 @@ class TranslationPipeline(Pipeline):
             `generation_config`), each with `translation_text` "" and/or a length-0 `translation_token_ids`.
         """
         _, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-        generate_kwargs = self._prepare_generate_kwargs({**self._forward_params, **forward_params})
+        generate_kwargs = self._generate_kwargs_for_call({**self._forward_params, **forward_params})
         generation_config = generate_kwargs.get("generation_config") or self.model.generation_config
         returns = generate_kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
         no_ids = torch.zeros(1, returns, 0, dtype=torch.long)  # (1, returns, out_len = 0)
         return self.postprocess({"output_ids": no_ids}, **{**self._postprocess_params, **postprocess_params})
+
+    def _generate_kwargs_for_call(self, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The `generate()` kwargs of one call: its generation parameters on top of the constructor's, on top of the
+        model's `generation_config`.
+
+        transformers 5.20 and later keep the constructor's generation parameters apart and merge them on each call
+        in `Pipeline._prepare_generate_kwargs`. 5.4-5.19 have no such method: their `Pipeline.__init__` folds the
+        constructor's parameters and the model's `generation_config` into `self.generation_config`, which each call
+        then starts from (as their text-generation pipeline does); the call's parameters go into a copy of it, since
+        generate() warns when it gets a `generation_config` together with generation parameters. A call that passes
+        its own `generation_config` gets it as it is.
+
+        Args:
+            generate_kwargs: the call's generation parameters (the forward parameters of `_sanitize_parameters`).
+        Returns:
+            The keyword arguments for `model.generate` (besides the inputs).
+        """
+        if hasattr(self, "_prepare_generate_kwargs"):  # transformers >= 5.20
+            return self._prepare_generate_kwargs(generate_kwargs)
+        if "generation_config" in generate_kwargs:
+            return generate_kwargs
+        generation_config = copy.deepcopy(self.generation_config)
+        model_kwargs = generation_config.update(**generate_kwargs)  # the kwargs that are not generation parameters
+        return {**model_kwargs, "generation_config": generation_config}
 
     def preprocess(
         self, text: str, truncation: bool = True, max_source_length: int | None = None
@@ -193,7 +220,7 @@ class TranslationPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, torch.Tensor], **generate_kwargs: Any) -> dict[str, torch.Tensor]:
         """`generate()` on `(batch, src_len)` inputs -> `output_ids` `(batch, num_return_sequences, out_len)`."""
         batch = model_inputs["input_ids"].shape[0]
-        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs)
+        generate_kwargs = self._generate_kwargs_for_call(generate_kwargs)
         output_ids = self.model.generate(**model_inputs, **generate_kwargs)  # (batch * returns, out_len)
         if not isinstance(output_ids, torch.Tensor):  # return_dict_in_generate=True
             output_ids = output_ids.sequences
