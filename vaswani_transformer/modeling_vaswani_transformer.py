@@ -9,6 +9,7 @@ Shapes: `batch` sentences, `src_len` source tokens, `tgt_len` target tokens, `he
 """
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -432,6 +433,26 @@ class VaswaniTransformerPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with an error that names the weights file when it cannot be read.
+
+        Raises:
+            OSError: if a safetensors weights file is truncated or corrupt (safetensors' own error names no file):
+                names the file (or the model id) and the cause. Other errors pass through unchanged.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except Exception as error:
+            # safetensors.SafetensorError, matched by name: these files import only torch and transformers.
+            if type(error).__name__ != "SafetensorError":
+                raise
+            local = os.path.join(str(pretrained_model_name_or_path), "model.safetensors")
+            where = local if os.path.isfile(local) else f"the weights of {pretrained_model_name_or_path}"
+            raise OSError(
+                f"{where}: cannot be read ({error}); the file is truncated or corrupt: save or download it again"
+            ) from error
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

@@ -131,6 +131,36 @@ def test_case4_remote_code_model_without_tokenizer_json_fails_loudly(saved, tmp_
     assert errors["pipeline"].startswith(expected), errors
 
 
+# Case 8 (loading) -------------------------------------------------------------------------------------------------
+
+
+def test_case8_truncated_weights_name_the_file(saved, tmp_path, capsys):
+    from transformers import AutoModelForSeq2SeqLM
+
+    from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+    from vaswani_transformer.training import cli, evaluation
+
+    directory, _ = saved
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for path in directory.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    expected = f"{weights}: cannot be read (Error while deserializing header: incomplete metadata"
+    for load in (VaswaniTransformerForConditionalGeneration.from_pretrained, AutoModelForSeq2SeqLM.from_pretrained):
+        with pytest.raises(OSError) as error:
+            load(copy)
+        assert str(error.value).startswith(expected)
+    assert (
+        cli.run(evaluation.main, ["--model", str(copy), "--output_dir", str(tmp_path / "eval")], "vaswani-evaluate")
+        == 2
+    )
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"vaswani-evaluate: error: cannot load --model {copy}: {expected}")
+    assert not (tmp_path / "eval").exists()
+
+
 # Case 7 ----------------------------------------------------------------------------------------------------------
 
 
