@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,23 @@ except ImportError:
 else:
     raise SystemExit("the package is importable; the test would prove nothing")
 """
+
+
+def run_without_package(
+    command: list[str], cwd, hf_home, timeout: int = 300, **env_overrides: str
+) -> subprocess.CompletedProcess:
+    """Run `command` as a user without this package would: no PYTHONPATH, no HF token, offline, an empty HF_HOME.
+
+    `env_overrides` are set last. Fails the test with the end of stderr if the command exits non-zero. Scripts run
+    with `-c` should start with `BLOCK_PACKAGE_IMPORT` (the editable install would make the package importable).
+    """
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_TOKEN")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env.update(env_overrides)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command[:3]} failed:\n{result.stderr[-3000:]}"
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,13 @@ translates to "".
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from unittest import mock
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE_IMPORT, save_tiny_translation_model
+from conftest import BLOCK_PACKAGE_IMPORT, run_without_package, save_tiny_translation_model
 from transformers import AutoTokenizer, Pipeline
 
 from vaswani_transformer import TranslationPipeline
@@ -114,17 +112,8 @@ def test_case4_remote_code_model_without_tokenizer_json_fails_loudly(saved, tmp_
     for path in directory.iterdir():
         if path.name != "tokenizer.json":
             (copy / path.name).write_bytes(path.read_bytes())
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_TOKEN")}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_TOKENIZER_JSON, str(copy)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-c", LOAD_WITHOUT_TOKENIZER_JSON, str(copy)]
+    result = run_without_package(command, cwd=tmp_path, hf_home=tmp_path / "hf_home")
     errors = json.loads(result.stdout.strip().splitlines()[-1])
     expected = f"OSError: {copy} has no tokenizer.json: the tokenizer would know only its special tokens"
     assert errors["AutoTokenizer"].startswith(expected), errors

@@ -13,11 +13,11 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 from conftest import BLOCK_PACKAGE_IMPORT, generate_texts, save_tiny_translation_model
@@ -200,18 +200,9 @@ LOAD_WITHOUT_PACKAGE = BLOCK_PACKAGE_IMPORT + textwrap.dedent(
 
 def run_without_package(name: str, cwd: Path, hf_home: Path) -> dict:
     """Run LOAD_WITHOUT_PACKAGE for `name` (a directory or repo id) offline, outside the checkout, no PYTHONPATH."""
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_TOKEN")}
-    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env.setdefault("OMP_NUM_THREADS", "1")  # a tiny model: threads only contend on a busy machine
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, name, json.dumps(SENTENCES)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, name, json.dumps(SENTENCES)]
+    # A tiny model: threads only contend on a busy machine.
+    result = conftest.run_without_package(command, cwd=cwd, hf_home=hf_home, OMP_NUM_THREADS="1")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -1,13 +1,11 @@
 """A saved model loads with `trust_remote_code=True` in a Python that cannot import `vaswani_transformer`."""
 
-import os
 import shutil
-import subprocess
 import sys
 import textwrap
 
 import torch
-from conftest import BLOCK_PACKAGE_IMPORT, tiny_config
+from conftest import BLOCK_PACKAGE_IMPORT, run_without_package, tiny_config
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 
@@ -49,17 +47,9 @@ def test_remote_code_load_without_the_package(tmp_path):
         "generate": {"input_ids": source, "num_beams": 4, "max_new_tokens": 6},
     }
     torch.save(inputs, workdir / "inputs.pt")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, "model", "inputs.pt"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_without_package(
+        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, "model", "inputs.pt"], cwd=workdir, hf_home=tmp_path / "hf_home"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(workdir / "inputs.pt.out")
     with torch.no_grad():
         torch.testing.assert_close(remote["logits"], model(**inputs["forward"]).logits, rtol=0, atol=0)

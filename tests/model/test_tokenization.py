@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_PACKAGE_IMPORT, REPO_ROOT
+from conftest import BLOCK_PACKAGE_IMPORT, REPO_ROOT, run_without_package
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
@@ -307,17 +307,8 @@ print(json.dumps({"module": type(tokenizer).__module__, "ids": tokenizer(json.lo
 
 def test_remote_code_load_without_the_package(tokenizer, saved_dir, tmp_path):
     copy = shutil.copytree(saved_dir, tmp_path / "copy")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(copy), json.dumps(SAMPLES)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-c", REMOTE_SCRIPT, str(copy), json.dumps(SAMPLES)]
+    result = run_without_package(command, cwd=tmp_path, hf_home=tmp_path / "hf_home")
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["module"].startswith("transformers_modules.")
     assert answer["ids"] == tokenizer(SAMPLES)["input_ids"]
