@@ -127,7 +127,10 @@ def test_case3_evaluate_checks_everything_before_writing(run_dir, quick, multi30
     before = snapshot(run_dir)
     with pytest.raises(FileNotFoundError) as no_split:
         evaluation.main(["--model", str(run_dir), *quick, "--split", "test_2099"])
-    assert str(no_split.value) == f"--split test_2099: no test_2099.en[.gz] / .de[.gz] in {multi30k_dir}"
+    assert str(no_split.value) == (
+        f"--split test_2099: no test_2099.en[.gz] / .de[.gz] in {multi30k_dir} "
+        "(splits there: test_2016_flickr, train, val)"
+    )
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match=rf"^cannot load --model {missing}: no such folder, nor a Hub model"):
         evaluation.main(["--model", str(missing), *quick])

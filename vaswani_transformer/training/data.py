@@ -26,6 +26,7 @@ import datasets
 
 __all__ = [
     "DEFAULT_SPLITS",
+    "available_splits",
     "default_data_dir",
     "iter_texts",
     "load_parallel_dataset",
@@ -99,6 +100,18 @@ def _split_file(data_dir: Path, stem: str, lang: str) -> Path | None:
     if plain.is_file() and packed.is_file():
         raise ValueError(f"both {plain} and {packed} exist; keep one")
     return plain if plain.is_file() else packed if packed.is_file() else None
+
+
+def available_splits(data_dir: str | os.PathLike, source_lang: str, target_lang: str) -> list[str]:
+    """The split names (file stems) in `data_dir` that have both a `.{source_lang}[.gz]` and a `.{target_lang}[.gz]`
+    file, sorted; for error messages that name the splits there are when a requested one is missing."""
+    stems: dict[str, set[str]] = {}
+    for path in Path(data_dir).iterdir():
+        name = path.name.removesuffix(".gz")
+        for lang in (source_lang, target_lang):
+            if name.endswith(f".{lang}"):
+                stems.setdefault(name.removesuffix(f".{lang}"), set()).add(lang)
+    return sorted(stem for stem, langs in stems.items() if len(langs) == 2)
 
 
 def _translation_features(source_lang: str, target_lang: str) -> datasets.Features:

@@ -37,7 +37,12 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
 from vaswani_transformer.training.batching import build_collator, evaluation_batches
-from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset, source_and_target_texts
+from vaswani_transformer.training.data import (
+    available_splits,
+    default_data_dir,
+    load_parallel_dataset,
+    source_and_target_texts,
+)
 from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS
 
@@ -348,8 +353,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     data_dir = args.data_dir or default_data_dir()
     raw = load_parallel_dataset(args.source_lang, args.target_lang, data_dir=data_dir, splits={"eval": args.split})
     if "eval" not in raw:
+        there = ", ".join(available_splits(data_dir, args.source_lang, args.target_lang)) or "none"
         raise FileNotFoundError(
-            f"--split {args.split}: no {args.split}.{args.source_lang}[.gz] / .{args.target_lang}[.gz] in {data_dir}"
+            f"--split {args.split}: no {args.split}.{args.source_lang}[.gz] / .{args.target_lang}[.gz] in {data_dir} "
+            f"(splits there: {there})"
         )
     sources, references = source_and_target_texts(raw["eval"], args.source_lang, args.target_lang, args.max_samples)
     model, tokenizer = load_model_and_tokenizer(args.model)

@@ -50,7 +50,12 @@ from vaswani_transformer.training.arguments import (
 from vaswani_transformer.training.averaging import average_last_checkpoints
 from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
 from vaswani_transformer.training.checkpoints import TrainerState, load_checkpoint, resolve_checkpoint, save_checkpoint
-from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset, source_and_target_texts
+from vaswani_transformer.training.data import (
+    available_splits,
+    default_data_dir,
+    load_parallel_dataset,
+    source_and_target_texts,
+)
 from vaswani_transformer.training.evaluation import (
     ValidationSet,
     evaluate_translations,
@@ -74,16 +79,14 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------- data
 
 
-def load_raw(args: DataArguments, train_args: TrainingArguments | None = None) -> datasets.DatasetDict:
+def load_raw(args: DataArguments) -> datasets.DatasetDict:
     """Read train/validation/test pairs (`training.data.load_parallel_dataset`); Multi30k if no source is given.
 
-    Sets `args.data_dir` to the folder read in that case, so that `training_args.json` records it. With a data_dir,
-    the splits the run will use must exist: the test split unless `--do_test false`, the validation split when
-    `--eval_steps` > 0 (a misspelled `--test_split` fails here, not after training).
+    Sets `args.data_dir` to the folder read in that case, so that `training_args.json` records it.
 
     Raises:
         ValueError, FileNotFoundError: from the data reader (names the file); no or an empty train split (names
-            its source); a requested split missing from data_dir (names the flag, the files and the splits there).
+            its source).
     """
     if args.data_dir is None and args.dataset_name is None and args.train_file is None:
         args.data_dir = str(default_data_dir())
@@ -108,34 +111,32 @@ def load_raw(args: DataArguments, train_args: TrainingArguments | None = None) -
         raise ValueError(f"no train split in the data: {origin} (splits: {list(raw)})")
     if len(raw["train"]) == 0:
         raise ValueError(f"the train split is empty: {origin} has no line")
-    if args.data_dir and train_args is not None:
-        needed = {
-            "test": ("--test_split", train_args.do_test),
-            "validation": ("--validation_split", train_args.eval_steps > 0),
-        }
-        for split, (flag, used) in needed.items():
-            if used and split not in raw:
-                raise ValueError(
-                    f"{flag} {splits[split]!r}: no {splits[split]}.{args.source_lang}[.gz] and "
-                    f"{splits[split]}.{args.target_lang}[.gz] in {args.data_dir} (splits there: "
-                    f"{', '.join(available_splits(args.data_dir, args.source_lang, args.target_lang)) or 'none'})"
-                    + ("; or pass --do_test false" if split == "test" else "; or pass --eval_steps 0")
-                )
     for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
         if limit is not None and split in raw:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     return raw
 
 
-def available_splits(data_dir: str | Path, source_lang: str, target_lang: str) -> list[str]:
-    """File stems in `data_dir` that have both a `.{source_lang}[.gz]` and a `.{target_lang}[.gz]` file, sorted."""
-    stems = {}
-    for path in Path(data_dir).iterdir():
-        name = path.name.removesuffix(".gz")
-        for lang in (source_lang, target_lang):
-            if name.endswith(f".{lang}"):
-                stems.setdefault(name.removesuffix(f".{lang}"), set()).add(lang)
-    return sorted(stem for stem, langs in stems.items() if len(langs) == 2)
+def check_splits(raw: datasets.DatasetDict, args: DataArguments, train_args: TrainingArguments) -> None:
+    """The splits of a data_dir that the run will use must exist: the test split unless `--do_test false`, the
+    validation split when `--eval_steps` > 0. A misspelled `--test_split` fails here, before training, not after.
+
+    Raises:
+        ValueError: naming the flag, the two files looked for and the splits that are there.
+    """
+    if not args.data_dir:
+        return
+    needed = {
+        "test": ("--test_split", args.test_split, train_args.do_test, "--do_test false"),
+        "validation": ("--validation_split", args.validation_split, train_args.eval_steps > 0, "--eval_steps 0"),
+    }
+    for split, (flag, stem, used, way_out) in needed.items():
+        if used and split not in raw:
+            there = ", ".join(available_splits(args.data_dir, args.source_lang, args.target_lang)) or "none"
+            raise ValueError(
+                f"{flag} {stem!r}: no {stem}.{args.source_lang}[.gz] and {stem}.{args.target_lang}[.gz] in "
+                f"{args.data_dir} (splits there: {there}); or pass {way_out}"
+            )
 
 
 def get_tokenizer(
@@ -490,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
     # Data: pairs, the shared vocabulary (§5.1), tokenized and filtered splits.
-    raw = load_raw(data_args, train_args)
+    raw = load_raw(data_args)
+    check_splits(raw, data_args, train_args)
     arguments = {**asdict(model_args), **asdict(data_args), **asdict(train_args)}
     languages = (data_args.source_lang, data_args.target_lang)
     tokenizer = get_tokenizer(
