@@ -34,6 +34,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_vaswani_transformer import VaswaniTransformerConfig
+from .generation_vaswani_transformer import beam_search, unsupported_reason
 
 
 __all__ = [
@@ -905,6 +906,35 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         shared = {name: kwargs.pop(name) for name in ("encoder_outputs", "attention_mask") if name in kwargs}
         input_ids, kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **kwargs)
         return input_ids, {**kwargs, **shared}
+
+    def _beam_search(
+        self,
+        input_ids: torch.LongTensor,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        synced_gpus: bool = False,
+        **model_kwargs,
+    ):
+        """`generate(num_beams > 1)`: `generation_vaswani_transformer.beam_search`, which makes transformers'
+        choices with finished sentences leaving the batch, or `GenerationMixin._beam_search` where that cannot stand
+        in (`unsupported_reason`: beam sampling, `return_dict_in_generate`, decoder prompts, ...). Overrides a
+        private method: `tests/model/test_contracts.py` checks its signature against the installed transformers.
+
+        Args:
+            input_ids: `(batch * num_beams, 1)` decoder start tokens (longer with a decoder prompt).
+        Returns:
+            `(batch * num_return_sequences, out_len)` token ids, or transformers' `GenerateBeamEncoderDecoderOutput`
+            when it runs the search.
+        """
+        reason = unsupported_reason(
+            self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, model_kwargs
+        )
+        if reason is not None:
+            return super()._beam_search(
+                input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, **model_kwargs
+            )
+        return beam_search(self, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs)
 
     @staticmethod
     def _reorder_cache(past_key_values: Cache, beam_idx: torch.LongTensor) -> Cache:

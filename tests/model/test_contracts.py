@@ -4,6 +4,9 @@
   `GenerationMixin._expand_inputs_for_generation`: the encoder output stays at one row per sentence.
 * `VaswaniTransformerForConditionalGeneration._reorder_cache` is the hook that `GenerationMixin._beam_search` calls,
   when a model defines it, instead of `EncoderDecoderCache.reorder_cache`: only the self-attention cache moves.
+* `VaswaniTransformerForConditionalGeneration._beam_search` overrides `GenerationMixin._beam_search`, which
+  `generate()` looks up on the model's class for beam search; ours runs `generation_vaswani_transformer.beam_search`
+  and hands what it cannot do back to the base (`test_beam_search.py` compares the two token for token).
 * `VaswaniTransformerTokenizerFast._encode_plus` overrides `TokenizersBackend._encode_plus`: a batch of plain strings
   is encoded straight from `encode_batch`.
 
@@ -143,6 +146,19 @@ def test_beam_search_with_the_base_expansion_gives_the_same_translations(model, 
     torch.testing.assert_close(ours.sequences_scores, base.sequences_scores)
 
 
+# GenerationMixin._beam_search, overridden --------------------------------------------------------------------------
+
+
+def test_beam_search_override_has_the_base_signature():
+    assert parameters(Model._beam_search) == parameters(GenerationMixin._beam_search), contract(
+        "GenerationMixin._beam_search changed its signature; our override (and its call of the base) must follow"
+    )
+    source = inspect.getsource(transformers.generation.utils)
+    assert 'GenerationMode.BEAM_SEARCH: "_beam_search"' in source, contract(
+        "generate() no longer dispatches beam search to `_beam_search`"
+    )
+
+
 # GenerationMixin._beam_search -> _reorder_cache ----------------------------------------------------------------
 
 
@@ -162,12 +178,13 @@ def test_reorder_cache_replaces_encoder_decoder_cache_reorder_cache():
 
 
 def test_beam_search_calls_our_reorder_cache_instead_of_the_cache_s(model, source):
+    """transformers' loop, which runs where our `beam_search` cannot (here: `return_dict_in_generate`)."""
     ours = Model._reorder_cache
     with (
         mock.patch.object(Model, "_reorder_cache", wraps=ours) as spy,
         mock.patch.object(EncoderDecoderCache, "reorder_cache", autospec=True) as cache_reorder,
     ):
-        model.generate(**source, num_beams=3, max_new_tokens=4)
+        model.generate(**source, num_beams=3, max_new_tokens=4, return_dict_in_generate=True)
     assert spy.call_count >= 1, contract(
         "beam search no longer calls model._reorder_cache; re-read GenerationMixin._beam_search, which reordered the "
         "cache with `self._reorder_cache(past_key_values, beam_idx)` when the model defines it"

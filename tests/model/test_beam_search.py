@@ -1,0 +1,172 @@
+"""`generation_vaswani_transformer`: our beam search makes transformers' choices, and the batching helpers.
+
+The reference is transformers' own `GenerationMixin._beam_search`, run on the same model by removing our override
+for the call. The model is a tiny one trained for a few hundred steps on real Multi30k pairs, so that beams end at
+different steps (a random model rarely emits `</s>` and would only test the max_length path).
+"""
+
+from __future__ import annotations
+
+import random
+from unittest import mock
+
+import pytest
+import torch
+from conftest import read_multi30k, tiny_config
+from transformers import GenerationMixin
+
+from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+from vaswani_transformer import generation_vaswani_transformer as generation
+from vaswani_transformer.generation_vaswani_transformer import length_sorted_batches, pack_token_batches
+
+
+Model = VaswaniTransformerForConditionalGeneration
+
+
+@pytest.fixture(scope="module")
+def trained(multi30k_dir, small_tokenizer) -> tuple[Model, object, list[str]]:
+    """(model, tokenizer, 48 real validation sentences): 2+2 layers, d_model 32, 300 Adam steps on 2,000 pairs."""
+    torch.manual_seed(0)
+    tokenizer = small_tokenizer
+    model = Model(tiny_config(vocab_size=len(tokenizer), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64))
+    sources = read_multi30k(multi30k_dir, "train", "en", 2000)
+    targets = read_multi30k(multi30k_dir, "train", "de", 2000)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    rng = random.Random(0)
+    model.train()
+    for _ in range(300):
+        picked = rng.sample(range(len(sources)), 32)
+        batch = tokenizer(
+            [sources[i] for i in picked], text_target=[targets[i] for i in picked], padding=True, return_tensors="pt"
+        )
+        batch["labels"] = batch["labels"].masked_fill(batch["labels"] == tokenizer.pad_token_id, -100)
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval(), tokenizer, read_multi30k(multi30k_dir, "val", "en", 48)
+
+
+def both(model, batch, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """`generate()` with our beam search and with transformers' loop, same arguments."""
+    with torch.no_grad():
+        ours = model.generate(**batch, **kwargs)
+        with mock.patch.object(Model, "_beam_search", GenerationMixin._beam_search):
+            reference = model.generate(**batch, **kwargs)
+    return ours, reference
+
+
+SETTINGS = {
+    "paper: beam 4, alpha 0.6, early stopping": dict(num_beams=4, length_penalty=0.6, early_stopping=True),
+    "beam 3, alpha 1, heuristic stopping": dict(num_beams=3, length_penalty=1.0, early_stopping=False),
+    "beam 4, never stop early": dict(num_beams=4, length_penalty=0.6, early_stopping="never"),
+    "beam 5, all returned": dict(num_beams=5, num_return_sequences=5, early_stopping=True),
+    "beam 4, max_length hits": dict(num_beams=4, max_new_tokens=4),
+    "beam 4, row-wise processors": dict(num_beams=4, no_repeat_ngram_size=2, min_new_tokens=3),
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_token_ids_equal_transformers_beam_search(trained, setting):
+    model, tokenizer, sentences = trained
+    kwargs = {"max_new_tokens": 30, **SETTINGS[setting]}
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")  # 48 sentences of 5 to 40 tokens, padded
+    ours, reference = both(model, batch, **kwargs)
+    assert torch.equal(ours, reference)
+    lengths = (ours[:, 1:] != tokenizer.eos_token_id).sum(-1)
+    if "max_new_tokens" not in SETTINGS[setting]:  # else every hypothesis is cut at 4 tokens, as it should be
+        assert lengths.min() < lengths.max(), "every hypothesis has the same length: the test would not show much"
+
+
+def rows_per_call(model, run) -> list[int]:
+    """Rows given to the output projection (`lm_head`) by each call while `run()` generates."""
+    rows: list[int] = []
+    project = model.lm_head.forward
+
+    def spy(hidden_states: torch.Tensor) -> torch.Tensor:
+        rows.append(hidden_states.shape[0])
+        return project(hidden_states)
+
+    with mock.patch.object(model.lm_head, "forward", side_effect=spy), torch.no_grad():
+        run()
+    return rows
+
+
+def test_finished_sentences_leave_the_batch(trained):
+    """The decoder sees fewer rows as sentences finish; transformers' loop keeps all of them to the end."""
+    model, tokenizer, sentences = trained
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    ours = rows_per_call(model, lambda: model.generate(**batch, num_beams=4, max_new_tokens=30))
+    with mock.patch.object(Model, "_beam_search", GenerationMixin._beam_search):
+        reference = rows_per_call(model, lambda: model.generate(**batch, num_beams=4, max_new_tokens=30))
+    assert set(reference) == {48 * 4}
+    chunks = -(-48 * 4 // generation.LOGITS_CHUNK_ROWS)  # a step's logits come in chunks of rows
+    assert sum(ours[:chunks]) == 48 * 4 and max(ours) <= generation.LOGITS_CHUNK_ROWS
+    assert sum(ours) < 0.8 * sum(reference), "finished sentences stayed in the batch"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        (dict(return_dict_in_generate=True, output_scores=True), "return_dict_in_generate"),
+        (dict(do_sample=True), "beam sampling"),
+        (dict(decoder_input_ids=torch.tensor([[1, 5]] * 2)), "decoder prompt"),
+    ],
+)
+def test_what_it_cannot_do_runs_transformers_loop(trained, kwargs, reason):
+    model, tokenizer, sentences = trained
+    batch = tokenizer(sentences[:2], padding=True, return_tensors="pt")
+    reasons = []
+
+    def check(*args):
+        reasons.append(generation.unsupported_reason(*args))
+        return reasons[-1]
+
+    with (
+        mock.patch.object(
+            GenerationMixin, "_beam_search", autospec=True, side_effect=GenerationMixin._beam_search
+        ) as base,
+        mock.patch("vaswani_transformer.modeling_vaswani_transformer.unsupported_reason", side_effect=check),
+        mock.patch("vaswani_transformer.modeling_vaswani_transformer.beam_search") as ours,
+        torch.no_grad(),
+    ):
+        model.generate(**batch, num_beams=3, max_new_tokens=5, **kwargs)
+    assert base.call_count == 1 and ours.call_count == 0
+    assert reason in reasons[0]
+
+
+def test_the_paper_setting_runs_our_beam_search(trained):
+    model, tokenizer, sentences = trained
+    batch = tokenizer(sentences[:2], padding=True, return_tensors="pt")
+    with (
+        mock.patch.object(GenerationMixin, "_beam_search", autospec=True) as base,
+        mock.patch(
+            "vaswani_transformer.modeling_vaswani_transformer.beam_search", wraps=generation.beam_search
+        ) as ours,
+        torch.no_grad(),
+    ):
+        model.generate(**batch, num_beams=4, length_penalty=0.6, early_stopping=True, max_new_tokens=5)
+    assert ours.call_count == 1 and base.call_count == 0
+
+
+def test_pack_token_batches_keeps_every_index_within_the_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 60) for _ in range(500)] + [300]  # one sentence longer than the budget
+    batches = length_sorted_batches(lengths, max_tokens=256, max_sentences=20)
+    assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) <= 20
+        assert longest * len(batch) <= 256 or len(batch) == 1
+    order = [index for batch in batches for index in batch]
+    assert [lengths[i] for i in order] == sorted(lengths, reverse=True)  # longest first
+    assert batches[0] == [len(lengths) - 1]  # the over-long sentence is a batch of its own
+    # Equal lengths keep input order; greedy packing closes a batch only when the next item does not fit.
+    assert length_sorted_batches([3, 3, 3, 3], max_tokens=6) == [[0, 1], [2, 3]]
+    assert pack_token_batches([0, 1, 2], [[2, 2, 2], [1, 5, 1]], max_tokens=9) == [[0], [1], [2]]
+    assert pack_token_batches([0, 1, 2], [[2, 2, 2], [1, 4, 1]], max_tokens=9) == [[0, 1], [2]]
+
+
+@pytest.mark.parametrize(("max_tokens", "max_sentences"), [(0, None), (10, 0)])
+def test_pack_token_batches_refuses_a_non_positive_budget(max_tokens, max_sentences):
+    with pytest.raises(ValueError, match="must be positive"):
+        length_sorted_batches([1, 2], max_tokens=max_tokens, max_sentences=max_sentences)

@@ -1,0 +1,425 @@
+"""Beam search for `VaswaniTransformerForConditionalGeneration.generate()`: transformers' algorithm, at the cost of
+the sentences still being searched.
+
+`GenerationMixin._beam_search` (transformers 5.x) keeps every sentence of a batch in the search until the last one is
+done, re-concatenates the self-attention keys and values of every row at every step, and adds the running beam
+scores to a `(batch, beams * vocab_size)` array before its top-k: at 256 sentences x 4 beams x 8,000 tokens that
+array is 32 MB, larger than the CPU's cache, and decoding gets 2x slower per sentence than at 64 sentences.
+
+`beam_search` below makes the same choices with less work:
+- a sentence leaves the batch as soon as its search is over (its `num_beams` finished hypotheses are final), so the
+  decoder, the softmax and the cache shrink with it, as in fairseq's and eole's beam search;
+- the output projection, log-softmax and top-k run on groups of `LOGITS_CHUNK_ROWS` rows, whose `(rows, vocab)`
+  scores stay in cache;
+- its only host synchronisation is one boolean read per step (which sentences are done), as transformers has.
+Its choices are transformers': candidates = the top `2 * num_beams` of log p(y_t | y_<t, x) + the beam's score, a
+finished hypothesis scores sum(log p) / (generated length) ** length_penalty, `early_stopping` as in
+`GenerationConfig`. With fp32 weights its token ids equal those of `GenerationMixin._beam_search`
+(`tests/model/test_beam_search.py` checks this against transformers' own loop, on a trained model and real
+sentences). It imports only torch, transformers and the standard library: it travels with the model as remote code.
+
+`length_sorted_batches` groups many sentences for `generate()` the way fairseq and eole do: longest first, each
+batch within a budget of padded source tokens. The translation pipeline, `vaswani-evaluate`, validation during
+training and `examples/translate.py` all use it.
+
+Shapes: `sentences` still searched, `beams` = `num_beams`, `rows` = sentences * beams, `candidates` = 2 * beams
+(one more set per extra EOS id), `vocab` = vocab_size, `max_length` in tokens including the decoder start token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch.nn import functional as F
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+from transformers import generation as hf_generation
+from transformers.masking_utils import create_bidirectional_mask
+
+
+# Rows of logits handled at once: 64 x 8,000 fp32 scores = 2 MB, which stays in a CPU core's cache through the
+# softmax and top-k (measured in benchmarks/generation.py; 256 rows and more spill and run 3x slower per row).
+LOGITS_CHUNK_ROWS = 64
+
+# Padded source tokens (sentences x longest source, `</s>` included) per `generate()` call when translating many
+# sentences. Beam-4 throughput on the 2-core CPU of benchmarks/results grows up to about this budget and is flat
+# beyond it (benchmarks/generation.py measures the curve); larger budgets only cost memory.
+DEFAULT_MAX_TOKENS = 4096
+
+# Logits processors and stopping criteria that look at each row alone (not at the row's position in the batch),
+# so they give the same result when finished sentences have left the batch. Anything else runs transformers' loop.
+ROW_WISE_LOGITS_PROCESSORS = (
+    "ForcedBOSTokenLogitsProcessor",
+    "ForcedEOSTokenLogitsProcessor",
+    "InfNanRemoveLogitsProcessor",
+    "LogitNormalization",
+    "MinLengthLogitsProcessor",
+    "MinNewTokensLengthLogitsProcessor",
+    "NoBadWordsLogitsProcessor",
+    "NoRepeatNGramLogitsProcessor",
+    "RepetitionPenaltyLogitsProcessor",
+    "SequenceBiasLogitsProcessor",
+    "SuppressTokensAtBeginLogitsProcessor",
+    "SuppressTokensLogitsProcessor",
+)
+ROW_WISE_STOPPING_CRITERIA = ("EosTokenCriteria", "MaxLengthCriteria", "MaxTimeCriteria", "StopStringCriteria")
+MODEL_KWARGS = {"attention_mask", "encoder_outputs", "past_key_values", "use_cache"}
+FINISHED = -1.0e9  # transformers' score for "not a candidate" (finished hypothesis slots not yet filled, etc.)
+
+
+def _instances_of(objects, names: tuple[str, ...]) -> bool:
+    classes = tuple(getattr(hf_generation, name) for name in names if hasattr(hf_generation, name))
+    return all(isinstance(obj, classes) for obj in objects)
+
+
+def unsupported_reason(
+    model,
+    input_ids: torch.Tensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    synced_gpus: bool,
+    model_kwargs: dict,
+) -> str | None:
+    """Why `beam_search` cannot stand in for `GenerationMixin._beam_search` on this call, or None if it can.
+
+    It can for deterministic beam search from the decoder start token on an "sdpa" or "eager" model, returning only
+    the sequences, with row-wise logits processors and stopping criteria (the names above). Beam sampling,
+    `return_dict_in_generate`, decoder prompts, a pre-filled cache, `synced_gpus` and other attention
+    implementations keep transformers' loop.
+    """
+    encoder_outputs = model_kwargs.get("encoder_outputs")
+    cache = model_kwargs.get("past_key_values")
+    if generation_config.do_sample:
+        return "beam sampling (do_sample=True)"
+    if generation_config.return_dict_in_generate:
+        return "return_dict_in_generate=True"
+    if synced_gpus:
+        return "synced_gpus=True"
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        return f"attn_implementation {model.config._attn_implementation!r}"
+    if input_ids.shape[1] != 1:
+        return "a decoder prompt (decoder_input_ids longer than the start token)"
+    if not model_kwargs.get("use_cache", True):
+        return "use_cache=False"
+    if set(model_kwargs) - MODEL_KWARGS:
+        return f"model arguments {sorted(set(model_kwargs) - MODEL_KWARGS)}"
+    if encoder_outputs is None or encoder_outputs[0].shape[0] * generation_config.num_beams != input_ids.shape[0]:
+        return "encoder outputs with one row per beam"
+    if cache is not None and cache.get_seq_length() > 0:
+        return "a pre-filled past_key_values"
+    if not _instances_of(logits_processor, ROW_WISE_LOGITS_PROCESSORS):
+        return f"logits processors {[type(p).__name__ for p in logits_processor]}"
+    if not _instances_of(stopping_criteria, ROW_WISE_STOPPING_CRITERIA):
+        return f"stopping criteria {[type(c).__name__ for c in stopping_criteria]}"
+    return None
+
+
+class _CrossAttentionKeysValues:
+    """W^K and W^V of the encoder output per decoder layer, `(sentences, heads, src_len, head_dim)`: what
+    `VaswaniTransformerAttention` reads from an `EncoderDecoderCache.cross_attention_cache` (`.layers[i].keys`,
+    `.layers[i].values`, `.update`)."""
+
+    def __init__(self, num_layers: int):
+        self.layers = [_KeysValues() for _ in range(num_layers)]
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.layers[layer_idx].keys, self.layers[layer_idx].values = keys, values
+        return keys, values
+
+
+class _KeysValues:
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+class BeamSearchCache:
+    """The decoder's keys and values during `beam_search`, readable by `VaswaniTransformerAttention` as it reads an
+    `EncoderDecoderCache`: `update` appends a step's self-attention keys and values, `cross_attention_cache` and
+    `is_updated` hold the encoder-decoder ones (computed once per sentence, at the first step).
+
+    Self-attention tensors are `(rows, heads, steps, head_dim)`; `select_rows` reorders them after each step (beam
+    search moves hypotheses between the beams of a sentence) and drops the rows of finished sentences in the same
+    copy; `select_sentences` drops their encoder-decoder keys and values.
+    """
+
+    def __init__(self, num_layers: int):
+        self.self_attention = [None] * num_layers  # per layer: (keys, values) of (rows, heads, steps, head_dim)
+        self.cross_attention_cache = _CrossAttentionKeysValues(num_layers)
+        self.is_updated: dict[int, bool] = {}
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Decoder steps cached (tokens)."""
+        entry = self.self_attention[layer_idx]
+        return 0 if entry is None else entry[0].shape[2]
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append `(rows, heads, new_steps, head_dim)` keys and values; return all steps' for the layer."""
+        entry = self.self_attention[layer_idx]
+        if entry is not None:
+            keys, values = torch.cat([entry[0], keys], dim=2), torch.cat([entry[1], values], dim=2)
+        self.self_attention[layer_idx] = (keys, values)
+        return keys, values
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep self-attention rows `rows` (`(new_rows,)` indices into the current rows), in that order."""
+        self.self_attention = [
+            None if entry is None else (entry[0].index_select(0, rows), entry[1].index_select(0, rows))
+            for entry in self.self_attention
+        ]
+
+    def select_sentences(self, sentences: torch.Tensor) -> None:
+        """Keep the encoder-decoder keys and values of `sentences` (`(new_sentences,)` indices), in that order."""
+        for layer in self.cross_attention_cache.layers:
+            if hasattr(layer, "keys"):
+                layer.keys = layer.keys.index_select(0, sentences)
+                layer.values = layer.values.index_select(0, sentences)
+
+
+def _gather_beams(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """`(sentences, beams, ...)`, `(sentences, k)` -> `(sentences, k, ...)`: transformers' `_gather_beams`."""
+    while indices.dim() < tensor.dim():
+        indices = indices.unsqueeze(-1)
+    return torch.take_along_dim(tensor, indices, dim=1)
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    **model_kwargs,
+) -> torch.LongTensor:
+    """Beam search with the semantics of transformers' `GenerationMixin._beam_search` (5.x), sentences leaving the
+    batch when done. Called by `VaswaniTransformerForConditionalGeneration._beam_search` when
+    `unsupported_reason(...)` is None.
+
+    Args:
+        model: a `VaswaniTransformerForConditionalGeneration` in eval mode.
+        input_ids: `(batch * beams, 1)` decoder start tokens.
+        logits_processor, stopping_criteria: as built by `generate()`, row-wise (see `unsupported_reason`).
+        generation_config: `num_beams`, `length_penalty`, `early_stopping`, `max_length`, `num_return_sequences`,
+            and the pad and EOS ids prepared by `generate()` (`_pad_token_tensor`, `_eos_token_tensor`).
+        model_kwargs: `encoder_outputs` (`(batch, src_len, d_model)`, one row per sentence), `attention_mask`
+            (`(batch, src_len)` or None), and the unused `past_key_values`/`use_cache`.
+    Returns:
+        `(batch * num_return_sequences, out_len)` token ids, best hypothesis first for each sentence, starting with
+        the decoder start token; shorter hypotheses are filled with transformers' fill value (the pad id, or the
+        first EOS id when the pad id is 0 or None), out_len = 1 + the longest returned hypothesis.
+    """
+    num_beams = generation_config.num_beams
+    num_return_sequences = generation_config.num_return_sequences
+    length_penalty = generation_config.length_penalty
+    early_stopping = generation_config.early_stopping
+    max_length = generation_config.max_length
+    pad_token_id = generation_config._pad_token_tensor
+    eos_token_id = generation_config._eos_token_tensor
+    device = input_ids.device
+    batch_size = input_ids.shape[0] // num_beams
+    cur_len = decoder_prompt_len = input_ids.shape[1]
+
+    # transformers' choices: keep (EOS ids + 1) * beams candidates per sentence so that at least `beams` go on
+    # even if the best `beams` all end; a finished candidate counts only if it is among the best `beams`.
+    n_eos_tokens = eos_token_id.shape[0] if eos_token_id is not None else 0
+    beams_to_keep = max(2, 1 + n_eos_tokens) * num_beams
+    top_num_beam_mask = (torch.arange(beams_to_keep, device=device) < num_beams)[None, :]
+    fill_value = (pad_token_id or eos_token_id[0]) if eos_token_id is not None else -1  # transformers' choice
+
+    # Per sentence still searched: running and finished hypotheses, their scores and generated lengths.
+    running_sequences = torch.full((batch_size, num_beams, max_length), fill_value, dtype=torch.long, device=device)
+    running_sequences[:, :, :cur_len] = input_ids.view(batch_size, num_beams, cur_len)
+    sequences = running_sequences.clone()  # finished hypotheses
+    running_beam_scores = torch.zeros((batch_size, num_beams), device=device)
+    running_beam_scores[:, 1:] = FINISHED  # all beams start equal: only the first one may expand at step 1
+    beam_scores = torch.full((batch_size, num_beams), FINISHED, device=device)
+    finished_lengths = torch.zeros((batch_size, num_beams), dtype=torch.long, device=device)  # generated tokens
+    is_sent_finished = torch.zeros((batch_size, num_beams), dtype=torch.bool, device=device)
+    improvement_possible = torch.ones((batch_size, 1), dtype=torch.bool, device=device)
+
+    # Results of sentences that have left the search, by their index in the batch.
+    sentence_ids = torch.arange(batch_size, device=device)  # batch index of each sentence still searched
+    out_sequences = torch.full(
+        (batch_size, num_return_sequences, max_length), fill_value, dtype=torch.long, device=device
+    )
+    out_lengths = torch.zeros((batch_size, num_return_sequences), dtype=torch.long, device=device)
+
+    decoder = model.get_decoder()
+    encoder_hidden_states = model_kwargs["encoder_outputs"][0]  # (sentences, src_len, d_model)
+    encoder_padding_mask = model_kwargs.get("attention_mask")  # (sentences, src_len) or None
+    cache = BeamSearchCache(len(decoder.layers))
+    encoder_attention_mask = None
+    mask_sentences = -1
+
+    while True:
+        sentences = running_sequences.shape[0]
+        flat_running_sequences = running_sequences[:, :, :cur_len].reshape(sentences * num_beams, cur_len)
+        # a. One decoder step for every row: the last token of each running hypothesis.
+        inputs_embeds, hidden_states = decoder.embed(flat_running_sequences[:, -1:], None, cur_len - 1)
+        if mask_sentences != sentences:  # the source mask, rebuilt when sentences leave (as the decoder builds it)
+            encoder_attention_mask = create_bidirectional_mask(
+                config=model.config,
+                inputs_embeds=inputs_embeds.view(sentences, num_beams, -1),
+                attention_mask=encoder_padding_mask,
+                encoder_hidden_states=encoder_hidden_states,
+            )
+            mask_sentences = sentences
+        for layer in decoder.layers:
+            hidden_states = layer(
+                hidden_states,
+                None,  # one query step sees every cached step: no causal mask needed
+                encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                past_key_values=cache,
+            )
+        hidden_states = decoder.final_norm(hidden_states)[:, -1]  # (rows, d_model)
+
+        # b. Accumulated log-probabilities and the top candidates, a chunk of sentences at a time.
+        topk_log_probs = torch.empty((sentences, beams_to_keep), device=device)
+        topk_indices = torch.empty((sentences, beams_to_keep), dtype=torch.long, device=device)
+        chunk = max(1, LOGITS_CHUNK_ROWS // num_beams)
+        for start in range(0, sentences, chunk):
+            end = min(start + chunk, sentences)
+            rows = slice(start * num_beams, end * num_beams)
+            logits = model.lm_head(hidden_states[rows]).float()  # (chunk rows, vocab)
+            log_probs = logits_processor(flat_running_sequences[rows], F.log_softmax(logits, dim=-1))
+            log_probs = log_probs.view(end - start, num_beams, -1) + running_beam_scores[start:end, :, None]
+            candidates = (topk_log_probs[start:end], topk_indices[start:end])
+            torch.topk(log_probs.view(end - start, -1), beams_to_keep, out=candidates)
+        vocab_size = log_probs.shape[-1]
+
+        # c. The candidate hypotheses: their beam, their token; `running_sequences` rows gathered accordingly.
+        topk_current_beam_indices = topk_indices // vocab_size  # (sentences, candidates)
+        topk_running_sequences = _gather_beams(running_sequences, topk_current_beam_indices)
+        topk_running_sequences[:, :, cur_len] = topk_indices % vocab_size
+
+        # d. Candidates that end here (EOS, max_length, ...).
+        next_token_hits_stopping_criteria = stopping_criteria(
+            topk_running_sequences[:, :, : cur_len + 1].reshape(sentences * beams_to_keep, cur_len + 1), None
+        ).view(sentences, beams_to_keep)
+
+        # e. The best `beams` candidates that go on.
+        topk_running_log_probs = topk_log_probs + next_token_hits_stopping_criteria.float() * FINISHED
+        next_topk_indices = torch.topk(topk_running_log_probs, k=num_beams)[1]
+        running_sequences = _gather_beams(topk_running_sequences, next_topk_indices)
+        running_beam_scores = _gather_beams(topk_running_log_probs, next_topk_indices)
+        source_beams = _gather_beams(topk_current_beam_indices, next_topk_indices)  # (sentences, beams)
+
+        # f. Finished candidates among the best `beams` replace worse finished hypotheses (length-penalised).
+        just_finished = next_token_hits_stopping_criteria & top_num_beam_mask
+        finished_scores = topk_log_probs / ((cur_len + 1 - decoder_prompt_len) ** length_penalty)
+        sentence_is_full = torch.all(is_sent_finished, dim=-1, keepdim=True) & (early_stopping is True)
+        finished_scores += sentence_is_full.float() * FINISHED
+        finished_scores += (~improvement_possible).float() * FINISHED
+        finished_scores += (~just_finished) * FINISHED
+        merged_scores = torch.cat((beam_scores, finished_scores), dim=1)
+        keep = torch.topk(merged_scores, k=num_beams)[1]
+        sequences = _gather_beams(torch.cat((sequences, topk_running_sequences), dim=1), keep)
+        beam_scores = _gather_beams(merged_scores, keep)
+        new_lengths = torch.full_like(topk_log_probs, cur_len + 1 - decoder_prompt_len, dtype=torch.long)
+        finished_lengths = _gather_beams(torch.cat((finished_lengths, new_lengths), dim=1), keep)
+        is_sent_finished = _gather_beams(torch.cat((is_sent_finished, just_finished), dim=1), keep)
+
+        # g. Can the running beams still beat the worst finished hypothesis? transformers' heuristic.
+        cur_len += 1
+        if early_stopping == "never" and length_penalty > 0.0:
+            best_hypothetical_length = max_length - decoder_prompt_len
+        else:
+            best_hypothetical_length = cur_len - decoder_prompt_len
+        best_possible_running_score = running_beam_scores[:, :1] / (best_hypothetical_length**length_penalty)
+        worst_finished_score = torch.where(is_sent_finished, torch.min(beam_scores, dim=1, keepdim=True)[0], FINISHED)
+        improvement_possible = improvement_possible & torch.any(
+            best_possible_running_score > worst_finished_score, dim=-1, keepdim=True
+        )
+
+        # h. Sentences whose finished hypotheses can no longer change leave the batch.
+        done = ~improvement_possible[:, 0]
+        if early_stopping is True:
+            done |= torch.all(is_sent_finished, dim=-1)
+        all_hit = torch.all(next_token_hits_stopping_criteria)
+        done_or_stop = torch.cat((done, all_hit.view(1)))
+        if bool(all_hit) or bool(done_or_stop[:-1].all()):  # one host synchronisation per step
+            break
+        rows_to_keep = (source_beams + torch.arange(sentences, device=device)[:, None] * num_beams).view(-1)
+        if bool(done.any()):
+            kept = (~done).nonzero().view(-1)  # (new sentences,)
+            out_sequences[sentence_ids[done]] = sequences[done, :num_return_sequences]
+            out_lengths[sentence_ids[done]] = finished_lengths[done, :num_return_sequences]
+            sentence_ids, running_sequences, running_beam_scores = (
+                sentence_ids[kept],
+                running_sequences[kept],
+                running_beam_scores[kept],
+            )
+            sequences, beam_scores, finished_lengths = sequences[kept], beam_scores[kept], finished_lengths[kept]
+            is_sent_finished, improvement_possible = is_sent_finished[kept], improvement_possible[kept]
+            encoder_hidden_states = encoder_hidden_states.index_select(0, kept)
+            if encoder_padding_mask is not None:
+                encoder_padding_mask = encoder_padding_mask.index_select(0, kept)
+            cache.select_sentences(kept)
+            rows_to_keep = rows_to_keep.view(sentences, num_beams)[kept].view(-1)
+        cache.select_rows(rows_to_keep)
+
+    out_sequences[sentence_ids] = sequences[:, :num_return_sequences]
+    out_lengths[sentence_ids] = finished_lengths[:, :num_return_sequences]
+    output_length = decoder_prompt_len + int(out_lengths.max())
+    return out_sequences.view(batch_size * num_return_sequences, max_length)[:, :output_length]
+
+
+def pack_token_batches(
+    order: Iterable[int], lengths: Sequence[Sequence[int]], max_tokens: int, max_sentences: int | None = None
+) -> list[list[int]]:
+    """Cut `order` greedily into batches whose padded size stays within `max_tokens` on every side.
+
+    A batch of n items costs n * (its longest item) padded tokens per side (`lengths` holds one sequence of lengths
+    per side: the source alone for translation; source and target for training, §5.1); both must be <= `max_tokens`,
+    and n <= `max_sentences` when given. An item longer than `max_tokens` forms a batch of its own. fairseq's
+    `batch_by_size` with `max_tokens` and `max_sentences`.
+
+    Args:
+        order: item indices in the order they are packed (sorted by length for little padding).
+        lengths: per side, `(items,)` lengths in tokens, indexed by the indices of `order`.
+        max_tokens: padded tokens per side per batch.
+        max_sentences: items per batch, or None for no limit.
+    Returns:
+        Batches as lists of indices: every index of `order` exactly once, in the order of `order`.
+    Raises:
+        ValueError: if `max_tokens` or `max_sentences` is not a positive integer.
+    """
+    if max_tokens < 1 or (max_sentences is not None and max_sentences < 1):
+        raise ValueError(f"max_tokens and max_sentences must be positive, got {max_tokens} and {max_sentences}")
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest = [0] * len(lengths)
+    for index in order:
+        item = [int(side[index]) for side in lengths]
+        grown = [max(a, b) for a, b in zip(longest, item, strict=True)]
+        size = len(batch) + 1
+        if batch and ((max_sentences is not None and size > max_sentences) or max(grown) * size > max_tokens):
+            batches.append(batch)
+            batch, grown = [], item
+        batch.append(index)
+        longest = grown
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], max_tokens: int = DEFAULT_MAX_TOKENS, max_sentences: int | None = None
+) -> list[list[int]]:
+    """Batches of sentences for `generate()`: longest first (equal lengths in input order), each within
+    `max_tokens` padded source tokens and `max_sentences` sentences (`pack_token_batches`).
+
+    Sorting puts sentences of similar length together, so little of each batch is padding and its beams finish at
+    similar steps; callers put the translations back in input order.
+
+    Args:
+        lengths: `(sentences,)` source lengths in tokens (`</s>` included).
+    Returns:
+        Lists of indices into `lengths`; every index exactly once.
+    Raises:
+        ValueError: if `max_tokens` or `max_sentences` is not a positive integer.
+    """
+    order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    return pack_token_batches(order, [lengths], max_tokens, max_sentences)
