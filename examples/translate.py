@@ -1,7 +1,11 @@
 """Translate stdin to stdout, one sentence per line, in batches, with a saved model (remote code, no install needed).
 
     echo "A man is riding a bicycle." | python examples/translate.py --model outputs/multi30k_en_de_cpu
-    python examples/translate.py --model outputs/multi30k_en_de_cpu --num_beams 4 --batch_size 32 < in.en > out.de
+    python examples/translate.py --model outputs/multi30k_en_de_cpu --num_beams 4 --max_tokens 4096 < in.en > out.de
+
+Lines are read `--buffer_size` at a time; each buffer is translated longest sentence first, in batches of at most
+`--max_tokens` padded source tokens (and `--batch_size` sentences, if given), with the batching of the model's own
+code (`length_sorted_batches` in the saved `generation_vaswani_transformer.py`), and written in input order.
 
 Each input line gives exactly one output line, in order: an empty line gives an empty line, a newline inside a
 translation is written as a space. Input is read as bytes and decoded line by line (UTF-8; a `\\r\\n` ending is
@@ -15,6 +19,7 @@ Errors (a missing model directory, for example) print one line on stderr and exi
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
@@ -53,41 +58,57 @@ def read_lines(stream: Iterable[bytes]) -> Iterator[Line]:
             yield Line(number, None)
 
 
-def batches(lines: Iterable[Line], batch_size: int) -> Iterator[list[Line]]:
-    """Consecutive groups of `batch_size` lines (the last may be shorter)."""
-    batch: list[Line] = []
+def chunks(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
+    """Consecutive groups of `size` lines (the last may be shorter)."""
+    chunk: list[Line] = []
     for line in lines:
-        batch.append(line)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def model_code(model, name: str):
+    """The module `name` of the code saved beside the model (e.g. `generation_vaswani_transformer`), imported from
+    the package its class was loaded from: the model's own remote code, or the installed `vaswani_transformer`."""
+    return importlib.import_module(f"{type(model).__module__.rpartition('.')[0]}.{name}")
 
 
 @torch.no_grad()
-def translate_batch(
-    model, tokenizer, sentences: list[str | None], max_source_length: int, **generate_kwargs
+def translate_lines(
+    model,
+    tokenizer,
+    sentences: list[str | None],
+    max_source_length: int,
+    max_tokens: int | None = None,
+    batch_size: int | None = None,
+    **generate_kwargs,
 ) -> tuple[list[str], list[tuple[int, int]]]:
-    """Translate a batch; None and empty (whitespace-only) sentences are not sent to the model and give "".
+    """Translate `sentences`; None and empty (whitespace-only) sentences are not sent to the model and give "".
 
-    Sources longer than `max_source_length` tokens (`</s>` included) are truncated to it.
+    The others are translated longest first in batches of at most `max_tokens` padded source tokens (default: the
+    model code's `DEFAULT_MAX_TOKENS`) and `batch_size` sentences. Sources longer than `max_source_length` tokens
+    (`</s>` included) are truncated to it.
 
     Returns:
-        (translations, truncated): one translation per sentence; (position in the batch, length in tokens) of each
-        truncated sentence.
+        (translations, truncated): one translation per sentence, in order; (position in `sentences`, length in
+        tokens) of each truncated sentence, in order.
     """
+    generation = model_code(model, "generation_vaswani_transformer")
     indices = [i for i, sentence in enumerate(sentences) if sentence is not None and sentence.strip()]
     outputs = [""] * len(sentences)
-    if not indices:
-        return outputs, []
     texts = [sentences[i] for i in indices]
-    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
     truncated = [(i, length) for i, length in zip(indices, lengths, strict=True) if length > max_source_length]
-    inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_source_length, return_tensors="pt")
-    generated = model.generate(**inputs.to(model.device), **generate_kwargs)  # (batch, out_len)
-    for i, text in zip(indices, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
-        outputs[i] = " ".join(text.splitlines()).strip()  # every line break, \r and \u2028 included
+    encoded = tokenizer(texts, truncation=True, max_length=max_source_length)["input_ids"] if texts else []
+    budget = max_tokens or generation.DEFAULT_MAX_TOKENS
+    for batch in generation.length_sorted_batches([len(ids) for ids in encoded], budget, batch_size):
+        inputs = tokenizer.pad({"input_ids": [encoded[j] for j in batch]}, return_tensors="pt")
+        generated = model.generate(**inputs.to(model.device), **generate_kwargs)  # (batch, out_len)
+        for j, text in zip(batch, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
+            outputs[indices[j]] = " ".join(text.splitlines()).strip()  # every line break, \r and \u2028 included
     return outputs, truncated
 
 
@@ -105,7 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="A save_pretrained model directory or Hub repo id.")
     parser.add_argument("--num_beams", type=int, default=None, help="Beam size (default: the generation config).")
     parser.add_argument("--max_new_tokens", type=int, default=None, help="Default: the generation config.")
-    parser.add_argument("--batch_size", type=int, default=32, help="Sentences per generate() call.")
+    parser.add_argument(
+        "--max_tokens",
+        type=int,
+        default=None,
+        help="Padded source tokens per generate() call (default: the model code's DEFAULT_MAX_TOKENS, 4096).",
+    )
+    parser.add_argument("--batch_size", type=int, default=None, help="Sentences per generate() call at most.")
+    parser.add_argument("--buffer_size", type=int, default=1024, help="Lines read, sorted and translated at once.")
     parser.add_argument(
         "--max_source_length",
         type=int,
@@ -113,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Truncate longer sources to this many tokens, warning once (default: the tokenizer's model_max_length).",
     )
     args = parser.parse_args(argv)
-    for flag in ("batch_size", "max_source_length"):
+    for flag in ("max_tokens", "batch_size", "buffer_size", "max_source_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     try:
@@ -128,16 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         key: value for key, value in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if value
     }
     bad_lines, warned = 0, False
-    for batch in batches(read_lines(sys.stdin.buffer), args.batch_size):
-        bad_lines += sum(line.text is None for line in batch)
-        outputs, truncated = translate_batch(
-            model, tokenizer, [line.text for line in batch], max_source_length, **generate_kwargs
+    for chunk in chunks(read_lines(sys.stdin.buffer), args.buffer_size):
+        bad_lines += sum(line.text is None for line in chunk)
+        outputs, truncated = translate_lines(
+            model,
+            tokenizer,
+            [line.text for line in chunk],
+            max_source_length,
+            args.max_tokens,
+            args.batch_size,
+            **generate_kwargs,
         )
         if truncated and not warned:
             position, length = truncated[0]
             limit = "--max_source_length" if args.max_source_length else "the tokenizer's model_max_length"
             print(
-                f"{PROG}: warning: line {batch[position].number} has {length} tokens, more than {limit} "
+                f"{PROG}: warning: line {chunk[position].number} has {length} tokens, more than {limit} "
                 f"{max_source_length}: truncated to {max_source_length} tokens (later lines over the limit are "
                 "truncated without a warning; --max_source_length sets the limit)",
                 file=sys.stderr,

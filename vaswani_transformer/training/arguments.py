@@ -20,6 +20,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from vaswani_transformer.configuration_vaswani_transformer import VaswaniTransformerConfig
+from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS
 
 
 __all__ = [
@@ -153,7 +154,13 @@ class TrainingArguments:
     eval_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: only at the end)."})
     num_beams: int = field(default=4, metadata={"help": "Beam size (§6.1: 4)."})
     length_penalty: float = field(default=0.6, metadata={"help": "Length penalty alpha (§6.1: 0.6)."})
-    eval_batch_size: int = field(default=64, metadata={"help": "Sentences per generate call."})
+    eval_max_tokens: int = field(
+        default=DEFAULT_MAX_TOKENS,
+        metadata={"help": "Padded source tokens per generate call in validation and test (longest first)."},
+    )
+    eval_batch_size: int | None = field(
+        default=None, metadata={"help": "Sentences per generate call at most (default: only --eval_max_tokens)."}
+    )
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: off)."})
     save_minutes: float = field(default=0.0, metadata={"help": "Checkpoint every N minutes (§6.1: 10; 0: off)."})
     save_total_limit: int = field(default=5, metadata={"help": "Keep the newest K checkpoints (0: all)."})
@@ -297,6 +304,8 @@ def check_training_arguments(args: TrainingArguments) -> None:
         )
     if args.max_tokens <= 0 or args.gradient_accumulation_steps <= 0 or args.warmup_steps <= 0:
         raise ValueError("--max_tokens, --gradient_accumulation_steps and --warmup_steps must be positive")
+    if args.eval_max_tokens <= 0 or (args.eval_batch_size is not None and args.eval_batch_size <= 0):
+        raise ValueError("--eval_max_tokens and --eval_batch_size must be positive")
     if args.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {args.mixed_precision!r}")
 

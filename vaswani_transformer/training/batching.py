@@ -19,6 +19,8 @@ import torch
 from torch.utils.data import Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from vaswani_transformer.generation_vaswani_transformer import pack_token_batches
+
 
 __all__ = ["TokenBatchSampler", "build_collator", "evaluation_batches", "make_token_batches", "non_pad_tokens"]
 
@@ -40,21 +42,7 @@ def make_token_batches(
     Returns:
         Batches as lists of dataset indices; together they contain every index of `order` exactly once.
     """
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    longest_src = longest_tgt = 0
-    for index in order.tolist():
-        new_src = max(longest_src, int(lengths_src[index]))
-        new_tgt = max(longest_tgt, int(lengths_tgt[index]))
-        size = len(batch) + 1
-        if batch and (size * new_src > max_tokens or size * new_tgt > max_tokens):
-            batches.append(batch)
-            batch, new_src, new_tgt = [], int(lengths_src[index]), int(lengths_tgt[index])
-        batch.append(index)
-        longest_src, longest_tgt = new_src, new_tgt
-    if batch:
-        batches.append(batch)
-    return batches
+    return pack_token_batches(order.tolist(), [lengths_src, lengths_tgt], max_tokens)
 
 
 def evaluation_batches(

@@ -1,7 +1,7 @@
 """Translate a split with beam search and score it with sacreBLEU, chrF and lowercased BLEU (§6.1).
 
     python training/evaluate_model.py --model outputs/multi30k_en_de --split test_2016_flickr
-    vaswani-evaluate --model outputs/run --split val --num_beams 1 --batch_size 128 --output_dir eval/run-val
+    vaswani-evaluate --model outputs/run --split val --num_beams 1 --max_tokens 8192 --output_dir eval/run-val
 
 Decoding follows §6.1 through the model's saved `generation_config.json` (train.py writes beam size 4, length
 penalty alpha = 0.6, early stopping). "We set the maximum output length during inference to input length + 50":
@@ -36,6 +36,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
+from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.training.batching import build_collator, evaluation_batches
 from vaswani_transformer.training.data import (
     available_splits,
@@ -82,29 +83,32 @@ def translate(
     sources: Sequence[str],
     *,
     num_beams: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
     max_source_length: int | None = None,
 ) -> list[str]:
     """Translate `sources` with `model.generate` (the model's generation config; `num_beams` overrides its beam).
 
-    Sentences are decoded in batches of `batch_size` sentences sorted by length (less padding), and returned in
-    the input order. Per batch, `max_new_tokens` = longest source (tokens) + 50 (§6.1).
+    Sentences are decoded longest first in batches of at most `max_tokens` padded source tokens and `batch_size`
+    sentences (`length_sorted_batches`, as fairseq and eole batch), and returned in the input order. Per batch,
+    `max_new_tokens` = longest source (tokens) + 50 (§6.1).
 
     Args:
+        batch_size: sentences per `generate()` call at most (None: only `max_tokens` limits a batch).
+        max_tokens: padded source tokens per `generate()` call (sentences x longest source, `</s>` included).
         max_source_length: truncate sources to this many tokens (None: the tokenizer's `model_max_length`).
-
     Returns:
         One detokenised hypothesis per source (special tokens removed).
+    Raises:
+        ValueError: if `batch_size` or `max_tokens` is not positive.
     """
     model.eval()
     device = next(model.parameters()).device
     encoded = tokenizer(list(sources), truncation=True, max_length=max_source_length)["input_ids"]
-    order = sorted(range(len(sources)), key=lambda i: len(encoded[i]), reverse=True)
     hypotheses: list[str] = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    kwargs = {"num_beams": num_beams} if num_beams else {}
+    for indices in length_sorted_batches([len(ids) for ids in encoded], max_tokens, batch_size):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt").to(device)
-        kwargs = {"num_beams": num_beams} if num_beams else {}
         generated = model.generate(  # (batch, out_len)
             **batch, max_new_tokens=batch["input_ids"].shape[1] + EXTRA_OUTPUT_TOKENS, **kwargs
         )
@@ -120,12 +124,15 @@ def evaluate_translations(
     references: Sequence[str],
     *,
     num_beams: int | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
     max_source_length: int | None = None,
     accelerator: Accelerator | None = None,
     metric=None,
 ) -> tuple[dict, list[str]]:
     """Translate `sources` and score them against `references` (one reference per source).
+
+    Batches as `translate`: longest first, at most `max_tokens` padded source tokens and `batch_size` sentences.
 
     With an `accelerator`, every process translates every `num_processes`-th sentence and the hypotheses are
     gathered (`accelerate.utils.gather_object`) so that all processes return the full list and the same scores;
@@ -151,6 +158,7 @@ def evaluate_translations(
         [sources[i] for i in mine],
         num_beams=num_beams,
         batch_size=batch_size,
+        max_tokens=max_tokens,
         max_source_length=max_source_length,
     )
     pairs = list(zip(mine, texts, strict=True))
@@ -198,9 +206,20 @@ class ValidationSet:
 
 
 def validate(
-    accelerator: Accelerator, model, tokenizer, data: ValidationSet | None, *, max_tokens: int, batch_size: int, metric
+    accelerator: Accelerator,
+    model,
+    tokenizer,
+    data: ValidationSet | None,
+    *,
+    max_tokens: int,
+    generation_max_tokens: int = DEFAULT_MAX_TOKENS,
+    batch_size: int | None = None,
+    metric,
 ) -> dict:
     """Validation loss (label-smoothed, per target token) and beam-search sacreBLEU/chrF, on every rank.
+
+    The loss is computed in batches of `max_tokens` padded tokens per side (the training budget); translation in
+    length-sorted batches of `generation_max_tokens` padded source tokens and at most `batch_size` sentences.
 
     Returns {eval_loss, eval_bleu, eval_chrf, eval_seconds (wall-clock of the translation)}, or {} with a warning
     when there is no validation pair; leaves the model in train mode.
@@ -210,7 +229,14 @@ def validate(
         return {}
     results = {"eval_loss": validation_loss(accelerator, model, tokenizer, data.tokenized, max_tokens)}
     scores, _ = evaluate_translations(
-        model, tokenizer, data.sources, data.references, batch_size=batch_size, accelerator=accelerator, metric=metric
+        model,
+        tokenizer,
+        data.sources,
+        data.references,
+        batch_size=batch_size,
+        max_tokens=generation_max_tokens,
+        accelerator=accelerator,
+        metric=metric,
     )
     accelerator.unwrap_model(model).train()
     results.update(eval_bleu=scores["bleu"], eval_chrf=scores["chrf"], eval_seconds=scores["seconds"])
@@ -227,7 +253,13 @@ class EvaluationArguments:
     source_lang: str = field(default="en", metadata={"help": "Source language code."})
     target_lang: str = field(default="de", metadata={"help": "Target language code."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam size (default: generation_config, 4)."})
-    batch_size: int = field(default=64, metadata={"help": "Sentences per generate call."})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Sentences per generate call at most (default: only --max_tokens limits)."}
+    )
+    max_tokens: int = field(
+        default=DEFAULT_MAX_TOKENS,
+        metadata={"help": "Padded source tokens per generate call (sentences x longest; longest sentences first)."},
+    )
     max_source_length: int | None = field(default=None, metadata={"help": "Truncate sources to this many tokens."})
     max_samples: int | None = field(default=None, metadata={"help": "Score only the first N pairs (a quick look)."})
     output_dir: str | None = field(
@@ -337,8 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv: the command-line arguments (`EvaluationArguments`); default `sys.argv[1:]`.
 
     Raises:
-        ValueError: a flag out of range (`--batch_size`, `--num_beams`, `--max_samples`, `--max_source_length` < 1,
-            named), or from the data reader (mismatched line counts, bad UTF-8; names the file).
+        ValueError: a flag out of range (`--batch_size`, `--max_tokens`, `--num_beams`, `--max_samples`,
+            `--max_source_length` < 1, named), or from the data reader (mismatched line counts, bad UTF-8; names the
+            file).
         FileNotFoundError: no files for `--split` in the data folder (names the split and the folder), or a missing
             `--data_dir`.
         OSError: `--model` cannot be loaded (`load_model_and_tokenizer`).
@@ -346,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (args,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=argv)
-    for flag in ("batch_size", "num_beams", "max_samples", "max_source_length"):
+    for flag in ("batch_size", "max_tokens", "num_beams", "max_samples", "max_source_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     # Every check before anything is written: the split, the model, the output folder.
@@ -373,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         references,
         num_beams=args.num_beams,
         batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
         max_source_length=args.max_source_length,
     )
     results = {

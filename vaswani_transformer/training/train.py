@@ -555,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokenizer,
         validation_set(tokenized["validation"], raw["validation"], data_args) if "validation" in tokenized else None,
         max_tokens=train_args.max_tokens,
+        generation_max_tokens=train_args.eval_max_tokens,
         batch_size=train_args.eval_batch_size,
         metric=metric,
     )
@@ -581,6 +582,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sources,
             references,
             batch_size=train_args.eval_batch_size,
+            max_tokens=train_args.eval_max_tokens,
             accelerator=accelerator,
             metric=metric,
         )
