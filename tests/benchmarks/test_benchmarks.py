@@ -92,3 +92,31 @@ def test_paired_speedup_is_the_median_and_quartiles_of_per_round_ratios():
     paired = paired_speedup(times, "marian")
     assert paired["per_round"] == [1.0, 2.0, 3.0, 4.0]
     assert (paired["q1"], paired["median"], paired["q3"]) == pytest.approx((1.25, 2.5, 3.75))
+
+
+def test_quick_generation_benchmark_writes_its_table(tmp_path, multi30k_dir, small_tokenizer):
+    """`python -m benchmarks.generation --quick` on a tiny saved model: every setting timed and scored, our token ids
+    equal to transformers' loop's (the run fails otherwise), the table written; eole rows only where eole is."""
+    from conftest import save_tiny_translation_model
+
+    save_tiny_translation_model(tmp_path / "model", small_tokenizer, max_position_embeddings=256)  # Marian: + 50
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks.generation", "--quick", "--model_dir", str(tmp_path / "model")]
+        + ["--output", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        env={**os.environ, "VASWANI_DATA_DIR": str(multi30k_dir.parent)},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (report,) = (tmp_path / "results").glob("*-generation.json")
+    results = json.loads(report.read_text())
+    assert results["identical_to_transformers_loop"] is True
+    assert {"batch 1", "batch 64", "batch 256", "2048 tokens", "batch 64, file order"} <= set(results["settings"])
+    for row in results["settings"].values():
+        assert row["sentences_per_s"]["ours"] > 0 and row["sentences_per_s"]["transformers_loop"] > 0
+        assert row["identical_to_transformers_loop"] is True
+        assert math.isfinite(row["bleu"]["ours"])
+    assert results["main_job_evaluation"]["ours_over_before"]["median"] > 0
+    assert "| batch 64 |" in report.with_suffix(".md").read_text()
