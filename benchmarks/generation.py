@@ -71,6 +71,7 @@ SETTINGS = (
     ("batch 256", "sentences", 256),
     ("2048 tokens", "tokens", 2048),
     (f"{DEFAULT_MAX_TOKENS} tokens", "tokens", DEFAULT_MAX_TOKENS),
+    (f"{2 * DEFAULT_MAX_TOKENS} tokens", "tokens", 2 * DEFAULT_MAX_TOKENS),
 )
 CONTENDERS = ("ours", "ours_bf16", "transformers_loop", "marian", "eole")
 MARIAN_SETTINGS = ("batch 64", f"{DEFAULT_MAX_TOKENS} tokens")  # Marian runs transformers' loop: two rows suffice
