@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, generate_texts, save_tiny_translation_model
 
+from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.pipeline_translation import TranslationPipeline
 
 
@@ -71,6 +72,29 @@ def output_lines(result: subprocess.CompletedProcess) -> list[str]:
     return result.stdout.split("\n")[:-1]
 
 
+def sorted_batches_expected(model, tokenizer, sources: list[str], batch_size: int, buffer_size: int, **kwargs):
+    """What translate.py prints: per buffer of `buffer_size` lines, the non-blank ones translated longest first in
+    groups of `batch_size` (`length_sorted_batches`, sources cut at the tokenizer's limit), blank lines as ""."""
+    limit = tokenizer.model_max_length
+    expected = []
+    for start in range(0, len(sources), buffer_size):
+        chunk = sources[start : start + buffer_size]
+        texts = [s for s in chunk if s.strip()]
+        lengths = [min(len(ids), limit) for ids in tokenizer(texts)["input_ids"]] if texts else []
+        translated = [""] * len(texts)
+        for group in length_sorted_batches(lengths, DEFAULT_MAX_TOKENS, batch_size):
+            batch = tokenizer(
+                [texts[i] for i in group], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+            )
+            with torch.no_grad():
+                outputs = tokenizer.batch_decode(model.generate(**batch, **kwargs), skip_special_tokens=True)
+            for i, text in zip(group, one_line(outputs), strict=True):
+                translated[i] = text
+        found = iter(translated)
+        expected += [next(found) if s.strip() else "" for s in chunk]
+    return expected
+
+
 def one_line(texts: list[str]) -> list[str]:
     """What translate.py prints for each translation: line breaks as spaces, stripped."""
     return [" ".join(text.splitlines()).strip() for text in texts]
@@ -81,21 +105,14 @@ def test_translate_writes_one_line_per_input_line(saved, real_sentences, tmp_pat
     sources = [*real_sentences["en"][:5], "", *real_sentences["en"][5:]]  # an empty line in the middle
     result = run_example(
         "translate.py",
-        *f"--model {directory} --num_beams 2 --batch_size 3".split(),
+        *f"--model {directory} --num_beams 2 --batch_size 3 --buffer_size 5".split(),
         stdin="".join(line + "\n" for line in sources),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split("\n")
     assert lines[-1] == "" and len(lines) - 1 == len(sources)  # one line per input, newline-terminated
-    expected = []
-    for start in range(0, len(sources), 3):  # the script's batches, empty lines left out of generate()
-        batch = [s for s in sources[start : start + 3] if s.strip()]
-        texts = iter(generate_texts(model, tokenizer, batch, num_beams=2))
-        expected += [
-            " ".join(next(texts).splitlines()).strip() if s.strip() else "" for s in sources[start : start + 3]
-        ]
-    assert lines[:-1] == expected
+    assert lines[:-1] == sorted_batches_expected(model, tokenizer, sources, 3, 5, num_beams=2)
     assert lines[5] == ""
 
 
@@ -146,14 +163,7 @@ def test_case7_translate_warns_once_on_truncation(saved, real_sentences, tmp_pat
         f"truncated to {limit} tokens (later lines over the limit are truncated without a warning; "
         "--max_source_length sets the limit)"
     ]
-    expected = []
-    for start in (0, 2):  # the script's batches of 2, each source cut at `limit` tokens
-        batch = tokenizer(
-            sources[start : start + 2], padding=True, truncation=True, max_length=limit, return_tensors="pt"
-        )
-        with torch.no_grad():
-            expected += one_line(tokenizer.batch_decode(model.generate(**batch), skip_special_tokens=True))
-    assert output_lines(result) == expected
+    assert output_lines(result) == sorted_batches_expected(model, tokenizer, sources, 2, 1024)
 
 
 def test_case7_translate_empty_lines(saved, real_sentences, tmp_path):

@@ -22,6 +22,7 @@ import pytest
 import torch
 from conftest import BLOCK_PACKAGE_IMPORT, generate_texts, save_tiny_translation_model
 
+from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.pipeline_translation import (
     TranslationPipeline,
     save_translation_pipeline,
@@ -77,17 +78,28 @@ def test_string_gives_a_list_with_one_dict_equal_to_generate(saved, translator):
         assert translator(sentence) == [{"translation_text": generate_texts(model, tokenizer, [sentence])[0]}]
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_list_gives_one_dict_per_input_in_order(saved, translator, batch_size):
+@pytest.mark.parametrize(("batch_size", "max_tokens"), [(1, None), (2, None), (3, None), (None, 12), (None, 1)])
+def test_list_gives_one_dict_per_input_in_order(saved, translator, batch_size, max_tokens):
     _, model, tokenizer = saved
-    outputs = translator(SENTENCES, batch_size=batch_size)
+    options = {"batch_size": batch_size} if batch_size else {"max_tokens": max_tokens}
+    outputs = translator(SENTENCES, **options)
     assert isinstance(outputs, list) and len(outputs) == len(SENTENCES)
     assert all(isinstance(output, dict) and set(output) == {"translation_text"} for output in outputs)
-    # The pipeline pads each group of `batch_size` sentences as the tokenizer does: same batches, same outputs.
-    expected = []
-    for start in range(0, len(SENTENCES), batch_size):
-        expected += generate_texts(model, tokenizer, SENTENCES[start : start + batch_size])
+    # The pipeline translates the longest sentences first, in groups of `batch_size` sentences or `max_tokens` padded
+    # tokens, each padded as the tokenizer pads, and puts the results back in input order.
+    lengths = [len(ids) for ids in tokenizer(SENTENCES)["input_ids"]]
+    expected = [""] * len(SENTENCES)
+    for group in length_sorted_batches(lengths, max_tokens or DEFAULT_MAX_TOKENS, batch_size):
+        assert len(group) == 1 or max_tokens is None or max(lengths[i] for i in group) * len(group) <= max_tokens
+        for index, text in zip(group, generate_texts(model, tokenizer, [SENTENCES[i] for i in group]), strict=True):
+            expected[index] = text
     assert [output["translation_text"] for output in outputs] == expected
+
+
+@pytest.mark.parametrize("options", [{"max_tokens": 0}, {"batch_size": 0}, {"max_tokens": 2.5}])
+def test_batching_limits_must_be_positive_integers(translator, options):
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        translator(SENTENCES, **options)
 
 
 def test_defaults_come_from_the_generation_config_and_kwargs_override_them(saved, translator):

@@ -136,6 +136,8 @@ def test_case3_evaluate_checks_everything_before_writing(run_dir, quick, multi30
         evaluation.main(["--model", str(missing), *quick])
     with pytest.raises(ValueError, match="^--max_samples must be at least 1, got 0$"):
         evaluation.main(["--model", str(run_dir), "--data_dir", str(multi30k_dir), "--max_samples", "0"])
+    with pytest.raises(ValueError, match="^--max_tokens must be at least 1, got 0$"):
+        evaluation.main(["--model", str(run_dir), "--data_dir", str(multi30k_dir), "--max_tokens", "0"])
     assert snapshot(run_dir) == before and not (run_dir / "eval").exists() and not missing.exists()
 
 
