@@ -338,11 +338,11 @@ def beam_search(
         if early_stopping is True:
             done |= torch.all(is_sent_finished, dim=-1)
         all_hit = torch.all(next_token_hits_stopping_criteria)
-        done_or_stop = torch.cat((done, all_hit.view(1)))
-        if bool(all_hit) or bool(done_or_stop[:-1].all()):  # one host synchronisation per step
+        stop, all_done, any_done = torch.stack((all_hit, done.all(), done.any())).tolist()  # one host sync a step
+        if stop or all_done:
             break
         rows_to_keep = (source_beams + torch.arange(sentences, device=device)[:, None] * num_beams).view(-1)
-        if bool(done.any()):
+        if any_done:
             kept = (~done).nonzero().view(-1)  # (new sentences,)
             out_sequences[sentence_ids[done]] = sequences[done, :num_return_sequences]
             out_lengths[sentence_ids[done]] = finished_lengths[done, :num_return_sequences]

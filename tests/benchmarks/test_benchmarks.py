@@ -39,9 +39,10 @@ def numbers(tree, path: str = ""):
         yield path, tree
 
 
-def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
+def run_quick(module: str, multi30k_dir, *args: str) -> None:
+    """`python -m benchmarks.<module> --quick <args>` from the repository root on the real data; must exit 0."""
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--output", str(tmp_path)],
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -49,6 +50,10 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
         env={**os.environ, "VASWANI_DATA_DIR": str(multi30k_dir.parent)},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
+    run_quick("run", multi30k_dir, "--output", str(tmp_path))
     (report,) = tmp_path.glob("*.json")
     results = json.loads(report.read_text())
     assert report.with_suffix(".md").stat().st_size > 0
@@ -100,16 +105,9 @@ def test_quick_generation_benchmark_writes_its_table(tmp_path, multi30k_dir, sma
     from conftest import save_tiny_translation_model
 
     save_tiny_translation_model(tmp_path / "model", small_tokenizer, max_position_embeddings=256)  # Marian: + 50
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks.generation", "--quick", "--model_dir", str(tmp_path / "model")]
-        + ["--output", str(tmp_path / "results")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        env={**os.environ, "VASWANI_DATA_DIR": str(multi30k_dir.parent)},
+    run_quick(
+        "generation", multi30k_dir, "--model_dir", str(tmp_path / "model"), "--output", str(tmp_path / "results")
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
     (report,) = (tmp_path / "results").glob("*-generation.json")
     results = json.loads(report.read_text())
     assert results["identical_to_transformers_loop"] is True
