@@ -78,9 +78,15 @@ MARIAN_SETTINGS = ("batch 64", f"{DEFAULT_MAX_TOKENS} tokens")  # Marian runs tr
 FILE_ORDER_SETTINGS = (64, 256)
 
 
-def transformers_loop(model: VaswaniTransformerForConditionalGeneration):
-    """Context: `model.generate()` runs transformers' `GenerationMixin._beam_search` instead of our override."""
-    return mock.patch.object(type(model), "_beam_search", GenerationMixin._beam_search)
+def in_transformers_loop(model, function: Callable[[], None]) -> Callable[[], None]:
+    """`function`, run with `model.generate()` on transformers' `GenerationMixin._beam_search` instead of our
+    override (what `generate()` ran before `generation_vaswani_transformer.beam_search`)."""
+
+    def run() -> None:
+        with mock.patch.object(type(model), "_beam_search", GenerationMixin._beam_search):
+            function()
+
+    return run
 
 
 def generated_ids(row: list[int], eos_token_id: int) -> list[int]:
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         contenders = {"ours": hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["ours"])}
         warm_up = {"ours": hf_translator(ours, tokenizer, encoded, few, args.device, {})}
         loop = hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["transformers_loop"])
-        contenders["transformers_loop"] = _in_transformers_loop(ours, loop)
+        contenders["transformers_loop"] = in_transformers_loop(ours, loop)
         if ours_bf16 is not None and size == DEFAULT_MAX_TOKENS:
             contenders["ours_bf16"] = hf_translator(
                 ours_bf16, tokenizer, encoded, batches, args.device, outputs["ours_bf16"]
@@ -289,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
         outputs = {"ours": {}, "transformers_loop": {}}
         contenders = {
             "ours": hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["ours"]),
-            "transformers_loop": _in_transformers_loop(
+            "transformers_loop": in_transformers_loop(
                 ours, hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["transformers_loop"])
             ),
         }
@@ -312,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
             hf_translator(ours, tokenizer, ids, now, args.device, {})()
             evaluation_times["ours"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            _in_transformers_loop(ours, hf_translator(ours, tokenizer, ids, before, args.device, {}))()
+            in_transformers_loop(ours, hf_translator(ours, tokenizer, ids, before, args.device, {}))()
             evaluation_times["before"].append(time.perf_counter() - start)
     pairs = {name: [a + b for a, b in zip(t[::2], t[1::2], strict=True)] for name, t in evaluation_times.items()}
     if peer is not None:
@@ -351,16 +357,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {stem}.json and .md in {results['wall_seconds']:.0f} s")
     if not results["identical_to_transformers_loop"]:
         raise SystemExit("our beam search and transformers' loop produced different token ids; see the JSON")
-
-
-def _in_transformers_loop(model, function: Callable[[], None]) -> Callable[[], None]:
-    """`function`, run with `model.generate()` on transformers' beam search (`transformers_loop`)."""
-
-    def run() -> None:
-        with transformers_loop(model):
-            function()
-
-    return run
 
 
 if __name__ == "__main__":

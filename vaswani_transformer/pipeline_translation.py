@@ -63,7 +63,8 @@ class TranslationPipeline(Pipeline):
             (`length_sorted_batches`, as fairseq and eole batch: little padding, beams that end together), right-padded
             with the tokenizer's pad id; the results come back in input order.
         max_tokens: padded source tokens (sentences x longest, `</s>` included) per `generate()` call (default
-            `DEFAULT_MAX_TOKENS`, 4096: beam-4 throughput on a CPU grows up to about there, benchmarks/README.md).
+            `DEFAULT_MAX_TOKENS`, 4096; beam-4 throughput on a CPU is flat from 2,048 to 8,192, README "Translation
+            speed").
         truncation: cut inputs longer than `max_source_length` tokens (default True), logging a warning that names
             both lengths; with False, long inputs are passed whole.
         max_source_length: the truncation limit in tokens, `</s>` included (default: `tokenizer.model_max_length`).
@@ -129,9 +130,7 @@ class TranslationPipeline(Pipeline):
             preprocess_params["truncation"] = truncation
         for name, value in (("max_source_length", max_source_length), ("max_tokens", max_tokens)):
             if value is not None:
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"{name} must be a positive integer, got {value!r}")
-                preprocess_params[name] = value  # max_tokens: taken out by `_translate_sorted` to make batches
+                preprocess_params[name] = _positive_int(name, value)  # max_tokens: taken out by `_translate_sorted`
         postprocess_params: dict[str, Any] = {}
         if return_text is not None:
             postprocess_params["return_text"] = return_text
@@ -176,10 +175,8 @@ class TranslationPipeline(Pipeline):
         Raises:
             ValueError: if `batch_size` or `max_tokens` is not a positive integer.
         """
-        if batch_size is not None and (
-            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if batch_size is not None:
+            _positive_int("batch_size", batch_size)
         preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
         preprocess_params = {**self._preprocess_params, **preprocess_params}
         forward_params = {**self._forward_params, **forward_params}
@@ -291,6 +288,13 @@ class TranslationPipeline(Pipeline):
                 )
             records.append(record)
         return records
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """`value` if it is an int >= 1 (not a bool). Raises ValueError naming the argument `name` otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def _same_pipeline(impl: Any) -> bool:
