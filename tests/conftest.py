@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 from pathlib import Path
 
@@ -116,6 +117,34 @@ def tiny_config(**overrides):
     )
     values.update(overrides)
     return VaswaniTransformerConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def trained(multi30k_dir, small_tokenizer) -> tuple[VaswaniTransformerForConditionalGeneration, object, list[str]]:
+    """(model, tokenizer, 48 real validation sentences): 2+2 layers, d_model 32, 300 Adam steps on 2,000 pairs.
+
+    Trained so that its outputs are not degenerate (beams end at different steps, greedy output is not one token
+    repeated): the reference for tests of decoding (our beam search, the CTranslate2 export). Do not modify it."""
+    torch.manual_seed(0)
+    tokenizer = small_tokenizer
+    model = VaswaniTransformerForConditionalGeneration(
+        tiny_config(vocab_size=len(tokenizer), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    )
+    sources = read_multi30k(multi30k_dir, "train", "en", 2000)
+    targets = read_multi30k(multi30k_dir, "train", "de", 2000)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    rng = random.Random(0)
+    model.train()
+    for _ in range(300):
+        picked = rng.sample(range(len(sources)), 32)
+        batch = tokenizer(
+            [sources[i] for i in picked], text_target=[targets[i] for i in picked], padding=True, return_tensors="pt"
+        )
+        batch["labels"] = batch["labels"].masked_fill(batch["labels"] == tokenizer.pad_token_id, -100)
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval(), tokenizer, read_multi30k(multi30k_dir, "val", "en", 48)
 
 
 def save_tiny_translation_model(

@@ -40,12 +40,24 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 
 
-__all__ = ["TRANSLATION_TASK", "TranslationPipeline", "save_translation_pipeline", "translation_custom_pipelines"]
+__all__ = [
+    "TRANSLATION_TASK",
+    "TRUNCATION_WARNING",
+    "TranslationPipeline",
+    "save_translation_pipeline",
+    "translation_custom_pipelines",
+]
 
 logger = logging.getLogger(__name__)
 
 # The task name under which the pipeline is registered and recorded in `config.custom_pipelines`.
 TRANSLATION_TASK = "translation"
+# Logged for each source cut to `max_source_length` (%-arguments: its length, the limit, the limit); the CTranslate2
+# `export.Translator` logs the same.
+TRUNCATION_WARNING = (
+    "Input of %d tokens is longer than max_source_length=%d tokens; truncated to %d tokens "
+    "(pass max_source_length=... to raise the limit, or truncation=False)."
+)
 
 
 class TranslationPipeline(Pipeline):
@@ -250,13 +262,7 @@ class TranslationPipeline(Pipeline):
         encoded = self.tokenizer(text, return_tensors="pt")  # (1, src_len)
         length = encoded["input_ids"].shape[1]
         if truncation and length > limit:
-            logger.warning(
-                "Input of %d tokens is longer than max_source_length=%d tokens; truncated to %d tokens "
-                "(pass max_source_length=... to raise the limit, or truncation=False).",
-                length,
-                limit,
-                limit,
-            )
+            logger.warning(TRUNCATION_WARNING, length, limit, limit)
             encoded = self.tokenizer(text, truncation=True, max_length=limit, return_tensors="pt")  # (1, limit)
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 

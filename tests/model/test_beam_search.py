@@ -1,8 +1,8 @@
 """`generation_vaswani_transformer`: our beam search makes transformers' choices, and the batching helpers.
 
 The reference is transformers' own `GenerationMixin._beam_search`, run on the same model by removing our override
-for the call. The model is a tiny one trained for a few hundred steps on real Multi30k pairs, so that beams end at
-different steps (a random model rarely emits `</s>` and would only test the max_length path).
+for the call. The model is conftest's `trained`, a tiny one trained for a few hundred steps on real Multi30k pairs,
+so that beams end at different steps (a random model rarely emits `</s>` and would only test the max_length path).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import read_multi30k, tiny_config
 from transformers import GenerationMixin
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
@@ -21,29 +20,6 @@ from vaswani_transformer.generation_vaswani_transformer import length_sorted_bat
 
 
 Model = VaswaniTransformerForConditionalGeneration
-
-
-@pytest.fixture(scope="module")
-def trained(multi30k_dir, small_tokenizer) -> tuple[Model, object, list[str]]:
-    """(model, tokenizer, 48 real validation sentences): 2+2 layers, d_model 32, 300 Adam steps on 2,000 pairs."""
-    torch.manual_seed(0)
-    tokenizer = small_tokenizer
-    model = Model(tiny_config(vocab_size=len(tokenizer), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64))
-    sources = read_multi30k(multi30k_dir, "train", "en", 2000)
-    targets = read_multi30k(multi30k_dir, "train", "de", 2000)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
-    rng = random.Random(0)
-    model.train()
-    for _ in range(300):
-        picked = rng.sample(range(len(sources)), 32)
-        batch = tokenizer(
-            [sources[i] for i in picked], text_target=[targets[i] for i in picked], padding=True, return_tensors="pt"
-        )
-        batch["labels"] = batch["labels"].masked_fill(batch["labels"] == tokenizer.pad_token_id, -100)
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return model.eval(), tokenizer, read_multi30k(multi30k_dir, "val", "en", 48)
 
 
 def both(model, batch, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:

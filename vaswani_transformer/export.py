@@ -1,0 +1,605 @@
+"""Export to CTranslate2, the inference engine of OpenNMT, and translate with the exported model.
+
+    vaswani-export-ct2 outputs/multi30k_en_de_cpu outputs/multi30k_en_de_ct2 --quantization int8
+
+CTranslate2's own converters only know the architectures they were written for (`ct2-transformers-converter` reads
+Marian, BART, T5, ... by class name), so this module writes the model with CTranslate2's model-specification API
+(`ctranslate2.specs.TransformerSpec`, the API its converters use), weight by weight:
+
+- embeddings: `scale_embeddings` multiplies by sqrt(d_model) (§3.4) when `scale_embedding` is set; one matrix for
+  source, target and softmax when `tie_word_embeddings` (CTranslate2 stores it once: `spec.optimize()` aliases
+  identical arrays);
+- positional encoding (§3.5): our own table, in our layout, with `max_positions` rows. CTranslate2 would otherwise
+  build [sin | cos] tables with another frequency step, starting at position 1. A table has a fixed length, while our
+  model computes positions past it on the fly, so `Translator` refuses inputs or output lengths past it;
+- multi-head attention (§3.2.2): self-attention `linear[0]` is our fused `qkv_proj` (rows [W^Q; W^K; W^V]),
+  `linear[1]` the output projection; encoder-decoder attention `linear[0]` is `q_proj`, `linear[1]` `kv_proj`
+  (rows [W^K; W^V]), `linear[2]` the output projection;
+- layers (§3.1): post-norm, LayerNorm(x + Sublayer(x)), is `pre_norm=False`; pre-norm layers and the final LayerNorm
+  of pre-norm stacks are `pre_norm=True`; each LayerNorm keeps our epsilon (`layer_norm_epsilon`).
+
+The exported directory holds CTranslate2's `model.bin`, `config.json` and `shared_vocabulary.json`, our tokenizer
+(`tokenizer.json`, `tokenizer_config.json`), `vaswani_ctranslate2.json` (the position limit, the quantization, and the
+`translate_batch` options that reproduce the model's `generation_config.json`) and a README. `Translator` reads it
+and translates text exactly as the pipeline does (`pipeline_translation.TranslationPipeline`): same tokenization,
+truncation warning, batching and decoding.
+
+`generate()` and CTranslate2 make the same choices with these options: `return_end_token=True` makes CTranslate2's
+length penalty count `</s>` as transformers' |Y|^alpha does; `patience=1` stops a sentence once `num_beams`
+hypotheses have ended, as `early_stopping=True`; `min_decoding_length=0` and `max_input_length=0` turn off its
+defaults (no `</s>` first, inputs cut at 1024 tokens), which `generate()` does not have.
+
+This module is not one of the files that travel with a saved model: it needs `ctranslate2` (`pip install
+"vaswani_transformer[export]"`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import GenerationConfig
+
+from .configuration_vaswani_transformer import VaswaniTransformerConfig
+from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
+from .pipeline_translation import TRUNCATION_WARNING, _positive_int
+from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+
+
+__all__ = [
+    "EXPORT_INFO_FILE",
+    "QUANTIZATIONS",
+    "Translator",
+    "export_ctranslate2",
+    "main",
+    "transformer_spec",
+    "translate_batch_options",
+]
+
+logger = logging.getLogger(__name__)
+
+PROG = "vaswani-export-ct2"
+# What the export writes beside CTranslate2's files, read back by `Translator`.
+EXPORT_INFO_FILE = "vaswani_ctranslate2.json"
+# Weight types of `--quantization` ("none" keeps float32). CTranslate2 converts between types when it loads a model
+# (`compute_type`), so this choice sets the file size and the default compute type.
+QUANTIZATIONS = ("none", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16")
+# `activation_function` -> CTranslate2's activation: the names its transformers converter maps the same way.
+ACTIVATIONS = {
+    "relu": "RELU",
+    "gelu": "GELU",
+    "gelu_python": "GELU",
+    "gelu_new": "GELUTanh",
+    "gelu_fast": "GELUTanh",
+    "gelu_pytorch_tanh": "GELUTanh",
+    "quick_gelu": "GELUSigmoid",
+    "silu": "SWISH",
+    "swish": "SWISH",
+    "tanh": "Tanh",
+    "sigmoid": "Sigmoid",
+}
+# Vocabulary rows the tokenizer does not have (an embedding padded to a rounder size) get unique unused names.
+UNUSED_TOKEN = "<vaswani_unused_{}>"
+
+
+def _ctranslate2():
+    """The `ctranslate2` module. Raises ImportError with the install command if it is missing."""
+    try:
+        import ctranslate2
+    except ImportError as error:
+        raise ImportError(
+            'CTranslate2 export needs the ctranslate2 package: pip install "vaswani_transformer[export]"'
+        ) from error
+    return ctranslate2
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A float32 numpy copy of a weight (CTranslate2 quantizes from float32)."""
+    return tensor.detach().to(device="cpu", dtype=torch.float32).numpy().copy()
+
+
+def _set_linear(spec, linear: torch.nn.Linear) -> None:
+    spec.weight = _array(linear.weight)  # (out_features, in_features), as CTranslate2 stores it
+    if linear.bias is not None:
+        spec.bias = _array(linear.bias)
+
+
+def _set_layer_norm(spec, layer_norm: torch.nn.LayerNorm) -> None:
+    spec.gamma = _array(layer_norm.weight)
+    spec.beta = _array(layer_norm.bias)
+
+
+def _set_stack(spec, stack, positions: np.ndarray, scale_embedding: bool) -> None:
+    """The embedding scale, positional table and final LayerNorm (pre-norm) of one stack."""
+    spec.scale_embeddings = scale_embedding
+    spec.position_encodings.encodings = positions
+    if stack.layer_norm is not None:
+        _set_layer_norm(spec.layer_norm, stack.layer_norm)
+
+
+def vocabulary(tokenizer, vocab_size: int) -> list[str]:
+    """The token of each of the model's `vocab_size` ids: the tokenizer's, then `UNUSED_TOKEN` names for rows the
+    tokenizer does not have.
+
+    Raises:
+        ValueError: if the tokenizer has more tokens than the model has embeddings.
+    """
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}: "
+            "the model cannot embed every token."
+        )
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    unused = [UNUSED_TOKEN.format(index) for index in range(len(tokens), vocab_size)]
+    if set(unused) & set(tokens):
+        raise ValueError(f"The tokenizer already has tokens named like {UNUSED_TOKEN!r}.")
+    return tokens + unused
+
+
+def unsupported_reason(config: VaswaniTransformerConfig) -> str | None:
+    """Why a model with `config` cannot be exported (a sentence naming the setting), or None if it can."""
+    if config.activation_function not in ACTIVATIONS:
+        return (
+            f"activation_function={config.activation_function!r}: CTranslate2 has no such activation "
+            f"(exportable: {sorted(ACTIVATIONS)})"
+        )
+    if not isinstance(config.eos_token_id, int):
+        return f"eos_token_id={config.eos_token_id!r}: CTranslate2 models have one end token"
+    if config.decoder_start_token_id is None:
+        return "decoder_start_token_id is None: CTranslate2 needs the token the decoder starts from"
+    return None
+
+
+@torch.no_grad()
+def transformer_spec(model: VaswaniTransformerForConditionalGeneration, tokenizer, max_positions: int):
+    """The `ctranslate2.specs.TransformerSpec` holding `model`'s weights (see the module docstring for the mapping).
+
+    Args:
+        model: the model to export (any dtype or device; weights are copied as float32).
+        tokenizer: its tokenizer (the shared vocabulary, §5.1).
+        max_positions: rows of the positional table (§3.5) for each stack; the longest source, and the most
+            output tokens, the exported model can handle.
+    Returns:
+        The specification, validated, before `optimize()` (quantization) and `save()`.
+    Raises:
+        ValueError: naming what cannot be exported (`unsupported_reason`), a tokenizer larger than the vocabulary,
+            or a non-positive `max_positions`.
+        ImportError: if ctranslate2 is not installed.
+    """
+    ctranslate2 = _ctranslate2()
+    from ctranslate2.specs import common_spec
+    from ctranslate2.specs import transformer_spec as ct2_transformer
+
+    config = model.config
+    reason = unsupported_reason(config)
+    if reason:
+        raise ValueError(f"This model cannot be exported to CTranslate2: {reason}.")
+    _positive_int("max_positions", max_positions)
+    if config.encoder_attention_heads != config.decoder_attention_heads:
+        raise ValueError(
+            f"encoder_attention_heads={config.encoder_attention_heads} and decoder_attention_heads="
+            f"{config.decoder_attention_heads} differ: CTranslate2's TransformerSpec has one head count."
+        )
+    spec = ct2_transformer.TransformerSpec.from_config(
+        (config.encoder_layers, config.decoder_layers),
+        config.encoder_attention_heads,
+        pre_norm=config.layer_norm_position == "pre",
+        activation=getattr(common_spec.Activation, ACTIVATIONS[config.activation_function]),
+    )
+    positions = sinusoidal_positional_encoding(
+        max_positions, config.d_model, layout=config.positional_encoding_layout
+    ).numpy()  # (max_positions, d_model)
+    encoder, decoder = model.model.encoder, model.model.decoder
+    _set_stack(spec.encoder, encoder, positions, config.scale_embedding)
+    _set_stack(spec.decoder, decoder, positions, config.scale_embedding)
+    spec.encoder.embeddings[0].weight = _array(encoder.embed_tokens.weight)  # (vocab_size, d_model)
+    spec.decoder.embeddings.weight = _array(decoder.embed_tokens.weight)
+    spec.decoder.projection.weight = _array(model.lm_head.weight)  # (vocab_size, d_model), no bias (§3.4)
+    for layer_spec, layer in zip(spec.encoder.layer, encoder.layers, strict=True):
+        _set_linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)  # [W^Q; W^K; W^V]
+        _set_linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)  # W^O
+        _set_layer_norm(layer_spec.self_attention.layer_norm, layer.self_attn_layer_norm)
+        _set_linear(layer_spec.ffn.linear_0, layer.ffn.fc1)  # W_1, b_1 (Eq. 2)
+        _set_linear(layer_spec.ffn.linear_1, layer.ffn.fc2)  # W_2, b_2
+        _set_layer_norm(layer_spec.ffn.layer_norm, layer.final_layer_norm)
+    for layer_spec, layer in zip(spec.decoder.layer, decoder.layers, strict=True):
+        _set_linear(layer_spec.self_attention.linear[0], layer.self_attn.qkv_proj)
+        _set_linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
+        _set_layer_norm(layer_spec.self_attention.layer_norm, layer.self_attn_layer_norm)
+        _set_linear(layer_spec.attention.linear[0], layer.encoder_attn.q_proj)  # W^Q on the decoder states
+        _set_linear(layer_spec.attention.linear[1], layer.encoder_attn.kv_proj)  # [W^K; W^V] on the encoder output
+        _set_linear(layer_spec.attention.linear[2], layer.encoder_attn.out_proj)
+        _set_layer_norm(layer_spec.attention.layer_norm, layer.encoder_attn_layer_norm)
+        _set_linear(layer_spec.ffn.linear_0, layer.ffn.fc1)
+        _set_linear(layer_spec.ffn.linear_1, layer.ffn.fc2)
+        _set_layer_norm(layer_spec.ffn.layer_norm, layer.final_layer_norm)
+
+    tokens = vocabulary(tokenizer, config.vocab_size)
+    spec.register_source_vocabulary(tokens)
+    spec.register_target_vocabulary(tokens)
+    spec.config.unk_token = tokenizer.unk_token
+    spec.config.bos_token = tokenizer.bos_token
+    spec.config.eos_token = tokens[config.eos_token_id]
+    spec.config.decoder_start_token = tokens[config.decoder_start_token_id]
+    spec.config.add_source_eos = False  # our tokenizer already ends every source with </s>
+    spec.config.layer_norm_epsilon = config.layer_norm_eps
+    spec.validate()
+    logger.debug("Built a CTranslate2 %s spec (ctranslate2 %s).", spec.name, ctranslate2.__version__)
+    return spec
+
+
+def translate_batch_options(generation_config: GenerationConfig) -> dict[str, Any]:
+    """The `ctranslate2.Translator.translate_batch` keyword arguments that decode as `generate()` does with
+    `generation_config` (beam size, length penalty, output length, n-gram blocking; see the module docstring).
+
+    Not carried, with a warning: sampling (`do_sample`), and `early_stopping` other than True (CTranslate2 always
+    stops a sentence once `num_beams` hypotheses have ended).
+    """
+    defaults = GenerationConfig._get_default_generation_params()  # what generate() uses for unset (None) fields
+
+    def setting(name: str) -> Any:
+        value = getattr(generation_config, name, None)
+        return defaults.get(name) if value is None else value
+
+    num_beams = setting("num_beams")
+    if generation_config.max_new_tokens is not None:
+        max_decoding_length = generation_config.max_new_tokens
+    else:
+        max_decoding_length = setting("max_length") - 1  # max_length counts the decoder start token
+    options = {
+        "beam_size": num_beams,
+        "length_penalty": float(setting("length_penalty")),
+        "patience": 1.0,
+        "max_decoding_length": max_decoding_length,
+        "min_decoding_length": generation_config.min_new_tokens or max(setting("min_length") - 1, 0),
+        "no_repeat_ngram_size": setting("no_repeat_ngram_size"),
+        "repetition_penalty": float(setting("repetition_penalty")),
+        "return_end_token": True,
+        "max_input_length": 0,
+    }
+    early_stopping = setting("early_stopping")
+    if num_beams > 1 and early_stopping is not True:
+        logger.warning(
+            "generation_config.early_stopping=%r is not exported: CTranslate2 stops a sentence once num_beams "
+            "hypotheses have ended (early_stopping=True).",
+            early_stopping,
+        )
+    if setting("do_sample"):
+        logger.warning("generation_config.do_sample=True is not exported: CTranslate2 decodes with beam search.")
+    return options
+
+
+def default_max_positions(config: VaswaniTransformerConfig, tokenizer, generation_config: GenerationConfig) -> int:
+    """The default positional-table length: the longest of `max_position_embeddings`, the tokenizer's
+    `model_max_length` (the pipeline's truncation limit, so any source it accepts fits) and the generation config's
+    output length (so `max_new_tokens` fits)."""
+    output_length = translate_batch_options(generation_config)["max_decoding_length"]
+    lengths = [config.max_position_embeddings, output_length]
+    if tokenizer.model_max_length < 10**9:  # transformers' "no limit" is a huge integer
+        lengths.append(tokenizer.model_max_length)
+    return max(lengths)
+
+
+def _readme(source: str, info: dict[str, Any]) -> str:
+    options = ", ".join(f"{key}={value!r}" for key, value in info["translate_batch"].items())
+    return f"""# CTranslate2 export of {source}
+
+Written by `vaswani-export-ct2` (vaswani_transformer) with ctranslate2 {info["ctranslate2_version"]}, weights
+{info["quantization"]}. Translate with the helper, which tokenizes, truncates, batches and decodes as the model's
+translation pipeline does:
+
+```python
+from vaswani_transformer.export import Translator
+
+translator = Translator("{info["output_dir_name"]}")
+translator.translate(["A man is riding a bicycle."])
+```
+
+or with CTranslate2 alone, from our tokenizer's tokens (a source ends with `</s>`):
+
+```python
+import ctranslate2
+
+translator = ctranslate2.Translator("{info["output_dir_name"]}")
+translator.translate_batch([tokens], {options})
+```
+
+The positional table has {info["max_positions"]} rows: sources of more tokens, and outputs of more tokens, are
+refused (`Translator` truncates sources to the tokenizer's `model_max_length` first, as the pipeline does). Export
+again with `--max_positions` for longer ones.
+"""
+
+
+def export_ctranslate2(
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    quantization: str = "none",
+    max_positions: int | None = None,
+    overwrite_output_dir: bool = False,
+) -> Path:
+    """Write `model_dir`'s model as a CTranslate2 model directory (see the module docstring for what it holds).
+
+    Args:
+        model_dir: a `save_pretrained` directory or Hub id with model, tokenizer and generation config.
+        output_dir: the directory to write; it is built in a temporary folder beside it and renamed into place, so
+            an interrupted export leaves nothing half-written.
+        quantization: one of `QUANTIZATIONS` ("none": float32 weights).
+        max_positions: rows of the positional table (default: `default_max_positions`).
+        overwrite_output_dir: replace an existing non-empty `output_dir` (refused otherwise).
+    Returns:
+        `output_dir` as a Path.
+    Raises:
+        FileExistsError: if `output_dir` exists and is not empty, without `overwrite_output_dir`.
+        ValueError: an unknown `quantization`, a non-positive `max_positions`, or a model that cannot be exported
+            (the message names the setting).
+        OSError: if `model_dir` cannot be loaded.
+        ImportError: if ctranslate2 is not installed.
+    """
+    ctranslate2 = _ctranslate2()
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization={quantization!r}: choose one of {QUANTIZATIONS}.")
+    if max_positions is not None:
+        _positive_int("max_positions", max_positions)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite_output_dir:
+        raise FileExistsError(
+            f"{output_dir} already exists and is not empty; pass --overwrite_output_dir to replace it."
+        )
+    model = VaswaniTransformerForConditionalGeneration.from_pretrained(model_dir).eval()
+    tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
+    generation_config = model.generation_config
+    max_positions = max_positions or default_max_positions(model.config, tokenizer, generation_config)
+    spec = transformer_spec(model, tokenizer, max_positions)
+    spec.optimize(quantization=None if quantization == "none" else quantization)
+    info = {
+        "source_model": str(model_dir),
+        "quantization": "float32" if quantization == "none" else quantization,
+        "max_positions": max_positions,
+        "vocab_size": model.config.vocab_size,
+        "ctranslate2_version": ctranslate2.__version__,
+        "translate_batch": translate_batch_options(generation_config),
+    }
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        spec.save(str(staging))
+        tokenizer.save_pretrained(staging)
+        (staging / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        readme = _readme(str(model_dir), {**info, "output_dir_name": output_dir.name})
+        (staging / "README.md").write_text(readme, encoding="utf-8")
+        if output_dir.exists():
+            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(
+        "Wrote the CTranslate2 model (%s weights, %d positions) to %s", info["quantization"], max_positions, output_dir
+    )
+    return output_dir
+
+
+class Translator:
+    """Translate text with a model written by `export_ctranslate2`, as the translation pipeline does.
+
+    Tokenization, truncation (with the pipeline's warning), length-sorted batches of at most `max_tokens` padded
+    source tokens (`length_sorted_batches`) and decoding (`skip_special_tokens=True`) are the pipeline's; the search
+    is CTranslate2's, with the options the export recorded from `generation_config.json` (beam 4, length penalty 0.6
+    for the paper's models).
+
+        translator = Translator("outputs/multi30k_en_de_ct2")
+        translator.translate(["A man is riding a bicycle."])  # ["Ein Mann fährt Fahrrad."]
+
+    Args:
+        model_dir: a directory written by `export_ctranslate2` / `vaswani-export-ct2`.
+        device: "cpu", "cuda" or "auto" (CTranslate2's `device`).
+        compute_type: CTranslate2's `compute_type` ("default": the exported weight type; "int8", "float32", ...).
+        intra_threads: threads per translation (0: CTranslate2's default, all cores up to 4).
+        **kwargs: other `ctranslate2.Translator` arguments (`device_index`, `inter_threads`, ...).
+    Raises:
+        FileNotFoundError: if `model_dir` has no `vaswani_ctranslate2.json` (not written by the export).
+        ImportError: if ctranslate2 is not installed.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        device: str = "cpu",
+        compute_type: str = "default",
+        intra_threads: int = 0,
+        **kwargs: Any,
+    ):
+        ctranslate2 = _ctranslate2()
+        self.model_dir = model_dir = Path(model_dir)
+        info_file = model_dir / EXPORT_INFO_FILE
+        if not info_file.is_file():
+            raise FileNotFoundError(
+                f"{info_file} not found: {model_dir} was not written by {PROG} (export the model with it first)."
+            )
+        self.info = json.loads(info_file.read_text(encoding="utf-8"))
+        self.max_positions: int = self.info["max_positions"]
+        self.options: dict[str, Any] = self.info["translate_batch"]
+        self.tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
+        tokens = vocabulary(self.tokenizer, self.info["vocab_size"])
+        self.token_ids = {token: index for index, token in enumerate(tokens)}
+        self.translator = ctranslate2.Translator(
+            str(model_dir), device=device, compute_type=compute_type, intra_threads=intra_threads, **kwargs
+        )
+
+    def _check_positions(self, length: int, what: str) -> None:
+        if length > self.max_positions:
+            raise ValueError(
+                f"{what} of {length} tokens is longer than the exported positional table ({self.max_positions} "
+                f"positions); export again with {PROG} --max_positions {length} or more."
+            )
+
+    def generate(
+        self,
+        input_ids: Sequence[Sequence[int]],
+        num_beams: int | None = None,
+        length_penalty: float | None = None,
+        max_new_tokens: int | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        batch_size: int | None = None,
+        **options: Any,
+    ) -> list[list[int]]:
+        """Translate token ids: CTranslate2's counterpart of `model.generate()`.
+
+        Args:
+            input_ids: one list of source ids per sentence, each ending with `</s>` (as the tokenizer gives them).
+            num_beams, length_penalty, max_new_tokens: override the exported generation settings.
+            max_tokens: padded source tokens per `translate_batch` call (sentences are sorted longest first).
+            batch_size: sentences per call at most (default: no limit besides `max_tokens`).
+            **options: further `ctranslate2.Translator.translate_batch` arguments (e.g. `sampling_topk`).
+        Returns:
+            The generated ids of each sentence, in input order, ending with `</s>` unless `max_new_tokens` cut them
+            (what `generate()` returns after its decoder start token).
+        Raises:
+            ValueError: if a source, or `max_new_tokens`, exceeds the positional table, or `max_tokens` or
+                `batch_size` is not a positive integer.
+        """
+        _positive_int("max_tokens", max_tokens)
+        if batch_size is not None:
+            _positive_int("batch_size", batch_size)
+        options = {**self.options, **options}
+        for name, value in (
+            ("beam_size", num_beams),
+            ("length_penalty", length_penalty),
+            ("max_decoding_length", max_new_tokens),
+        ):
+            if value is not None:
+                options[name] = value
+        self._check_positions(options["max_decoding_length"], "max_new_tokens: an output")
+        for ids in input_ids:
+            self._check_positions(len(ids), "A source")
+        outputs: list[list[int]] = [[] for _ in input_ids]
+        for indices in length_sorted_batches([len(ids) for ids in input_ids], max_tokens, batch_size):
+            sources = [self.tokenizer.convert_ids_to_tokens(list(input_ids[i])) for i in indices]
+            results = self.translator.translate_batch(sources, **options)
+            for index, result in zip(indices, results, strict=True):
+                outputs[index] = [self.token_ids[token] for token in result.hypotheses[0]]
+        return outputs
+
+    def encode(self, texts: Sequence[str], truncation: bool = True, max_source_length: int | None = None):
+        """Source ids of `texts` as the pipeline's `preprocess` makes them: ending with `</s>`, and cut to
+        `max_source_length` tokens (default: the tokenizer's `model_max_length`) with the pipeline's warning."""
+        limit = max_source_length or self.tokenizer.model_max_length
+        encoded = self.tokenizer(list(texts))["input_ids"] if texts else []
+        for index, ids in enumerate(encoded):
+            if truncation and len(ids) > limit:
+                logger.warning(TRUNCATION_WARNING, len(ids), limit, limit)
+                encoded[index] = self.tokenizer(texts[index], truncation=True, max_length=limit)["input_ids"]
+        return encoded
+
+    def translate(
+        self,
+        texts: str | Sequence[str],
+        truncation: bool = True,
+        max_source_length: int | None = None,
+        clean_up_tokenization_spaces: bool | None = None,
+        **kwargs: Any,
+    ) -> str | list[str]:
+        """Translate one text or a list of texts; an empty or whitespace-only text gives "" without the model.
+
+        Args:
+            texts: a string, or a list of strings.
+            truncation, max_source_length: as the pipeline's (see `encode`).
+            clean_up_tokenization_spaces: passed to `tokenizer.decode` (default: the tokenizer's own setting).
+            **kwargs: `generate` arguments (`num_beams`, `max_new_tokens`, `max_tokens`, `batch_size`, ...).
+        Returns:
+            The translation (for a string) or the translations in input order.
+        Raises:
+            ValueError: as `generate`.
+        """
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        indices = [index for index, text in enumerate(texts) if text.strip()]
+        if max_source_length is not None:
+            _positive_int("max_source_length", max_source_length)
+        encoded = self.encode([texts[index] for index in indices], truncation, max_source_length)
+        translations = [""] * len(texts)
+        for index, ids in zip(indices, self.generate(encoded, **kwargs), strict=True):
+            translations[index] = self.tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+            )
+        return translations[0] if single else translations
+
+    def score(self, source_ids: Sequence[Sequence[int]], target_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Log-probabilities (natural log) of each target token given the source and the tokens before it.
+
+        Args:
+            source_ids: one list of source ids per sentence (ending with `</s>`).
+            target_ids: one list of target ids per sentence, ending with `</s>`, without the decoder start token
+                (the tokenizer's `text_target` ids, the model's `labels`).
+        Returns:
+            One list of `len(target)` floats per sentence: log p(y_t | y_<t, x), as the model's log-softmax of
+            its logits at each `labels` position.
+        Raises:
+            ValueError: if a source or a target exceeds the positional table, or a target does not end with `</s>`.
+        """
+        eos = self.tokenizer.eos_token
+        sources, targets = [], []
+        for source, target in zip(source_ids, target_ids, strict=True):
+            self._check_positions(len(source), "A source")
+            self._check_positions(len(target), "A target")
+            tokens = self.tokenizer.convert_ids_to_tokens(list(target))
+            if not tokens or tokens[-1] != eos:
+                raise ValueError(f"A target must end with {eos}, got {tokens[-3:]}.")
+            sources.append(self.tokenizer.convert_ids_to_tokens(list(source)))
+            targets.append(tokens[:-1])  # CTranslate2 scores the end token itself
+        results = self.translator.score_batch(sources, targets, max_input_length=0)
+        return [list(result.log_probs) for result in results]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`vaswani-export-ct2 MODEL_DIR OUTPUT_DIR [--quantization Q] [--max_positions N] [--overwrite_output_dir]`.
+
+    Raises:
+        FileExistsError, ValueError, OSError, ImportError: as `export_ctranslate2` (the console script prints one
+            line and exits 2 for the first three).
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Export a vaswani_transformer model to a CTranslate2 model directory."
+    )
+    parser.add_argument("model_dir", help="A save_pretrained model directory (or Hub id) with its tokenizer.")
+    parser.add_argument("output_dir", help="The CTranslate2 model directory to write.")
+    parser.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="Weight type: none keeps float32; int8 is 4x smaller and the fastest on CPUs (default: none).",
+    )
+    parser.add_argument(
+        "--max_positions",
+        type=int,
+        default=None,
+        help="Rows of the positional table: the longest source and output, in tokens (default: the longest of "
+        "max_position_embeddings, the tokenizer's model_max_length and the generation config's output length).",
+    )
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a non-empty output_dir.")
+    args = parser.parse_args(argv)
+    if args.max_positions is not None and args.max_positions < 1:
+        parser.error(f"--max_positions must be at least 1, got {args.max_positions}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    export_ctranslate2(
+        args.model_dir, args.output_dir, args.quantization, args.max_positions, args.overwrite_output_dir
+    )
+    return 0
+
+
+def cli() -> int:
+    """The `vaswani-export-ct2` console script: `main` with the user-error rule of `training.cli.run`."""
+    from .training.cli import run
+
+    return run(main, prog=PROG)
