@@ -2,6 +2,11 @@
 
     echo "A man is riding a bicycle." | python examples/translate.py --model outputs/multi30k_en_de_cpu
     python examples/translate.py --model outputs/multi30k_en_de_cpu --num_beams 4 --max_tokens 4096 < in.en > out.de
+    python examples/translate.py --backend ctranslate2 --model outputs/multi30k_en_de_ct2 < in.en > out.de
+
+`--backend ctranslate2` translates with a model written by `vaswani-export-ct2` through
+`vaswani_transformer.export.Translator` (needs `pip install "vaswani_transformer[export]"`); everything else (batching,
+truncation, the output format, errors) is the same as with the default backend, transformers' `generate()`.
 
 Lines are read `--buffer_size` at a time; each buffer is translated longest sentence first, in batches of at most
 `--max_tokens` padded source tokens (and `--batch_size` sentences, if given), with the batching of the model's own
@@ -19,6 +24,7 @@ Errors (a missing model directory, for example) print one line on stderr and exi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -77,8 +83,32 @@ def model_code(model, name: str):
 
 
 @torch.no_grad()
+def transformers_generate(
+    model, tokenizer, encoded: list[list[int]], max_tokens: int | None, batch_size: int | None, **generate_kwargs
+) -> list[list[int]]:
+    """`model.generate()` on `encoded` source ids, longest first in batches of at most `max_tokens` padded source
+    tokens (default: the model code's `DEFAULT_MAX_TOKENS`) and `batch_size` sentences; ids in input order."""
+    generation = model_code(model, "generation_vaswani_transformer")
+    outputs: list[list[int]] = [[] for _ in encoded]
+    budget = max_tokens or generation.DEFAULT_MAX_TOKENS
+    for batch in generation.length_sorted_batches([len(ids) for ids in encoded], budget, batch_size):
+        inputs = tokenizer.pad({"input_ids": [encoded[j] for j in batch]}, return_tensors="pt")
+        generated = model.generate(**inputs.to(model.device), **generate_kwargs)  # (batch, out_len)
+        for j, ids in zip(batch, generated.tolist(), strict=True):
+            outputs[j] = ids
+    return outputs
+
+
+def ctranslate2_generate(
+    translator, encoded: list[list[int]], max_tokens: int | None, batch_size: int | None, **generate_kwargs
+) -> list[list[int]]:
+    """`vaswani_transformer.export.Translator.generate` with the same batching as `transformers_generate`."""
+    budget = {"max_tokens": max_tokens} if max_tokens else {}
+    return translator.generate(encoded, batch_size=batch_size, **budget, **generate_kwargs)
+
+
 def translate_lines(
-    model,
+    generate,
     tokenizer,
     sentences: list[str | None],
     max_source_length: int,
@@ -88,27 +118,24 @@ def translate_lines(
 ) -> tuple[list[str], list[tuple[int, int]]]:
     """Translate `sentences`; None and empty (whitespace-only) sentences are not sent to the model and give "".
 
-    The others are translated longest first in batches of at most `max_tokens` padded source tokens (default: the
-    model code's `DEFAULT_MAX_TOKENS`) and `batch_size` sentences. Sources longer than `max_source_length` tokens
-    (`</s>` included) are truncated to it.
+    The others are translated by `generate(encoded, max_tokens, batch_size, **generate_kwargs)`
+    (`transformers_generate` or `ctranslate2_generate`): longest first in batches of at most `max_tokens` padded
+    source tokens and `batch_size` sentences. Sources longer than `max_source_length` tokens (`</s>` included) are
+    truncated to it.
 
     Returns:
         (translations, truncated): one translation per sentence, in order; (position in `sentences`, length in
         tokens) of each truncated sentence, in order.
     """
-    generation = model_code(model, "generation_vaswani_transformer")
     indices = [i for i, sentence in enumerate(sentences) if sentence is not None and sentence.strip()]
     outputs = [""] * len(sentences)
     texts = [sentences[i] for i in indices]
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]] if texts else []
     truncated = [(i, length) for i, length in zip(indices, lengths, strict=True) if length > max_source_length]
     encoded = tokenizer(texts, truncation=True, max_length=max_source_length)["input_ids"] if texts else []
-    budget = max_tokens or generation.DEFAULT_MAX_TOKENS
-    for batch in generation.length_sorted_batches([len(ids) for ids in encoded], budget, batch_size):
-        inputs = tokenizer.pad({"input_ids": [encoded[j] for j in batch]}, return_tensors="pt")
-        generated = model.generate(**inputs.to(model.device), **generate_kwargs)  # (batch, out_len)
-        for j, text in zip(batch, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
-            outputs[indices[j]] = " ".join(text.splitlines()).strip()  # every line break, \r and \u2028 included
+    generated = generate(encoded, max_tokens, batch_size, **generate_kwargs) if encoded else []
+    for j, text in enumerate(tokenizer.batch_decode(generated, skip_special_tokens=True)):
+        outputs[indices[j]] = " ".join(text.splitlines()).strip()  # every line break, \r and \u2028 included
     return outputs, truncated
 
 
@@ -123,7 +150,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         cannot be loaded (one line on stderr). Bad flags exit 2 through argparse.
     """
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="A save_pretrained model directory or Hub repo id.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="A save_pretrained model directory or Hub repo id; with --backend ctranslate2, a vaswani-export-ct2 "
+        "directory.",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("transformers", "ctranslate2"),
+        default="transformers",
+        help="transformers: the model's generate(); ctranslate2: CTranslate2 (default: transformers).",
+    )
+    parser.add_argument(
+        "--compute_type",
+        default="default",
+        help="With --backend ctranslate2: CTranslate2's compute type (int8, float32, ...; default: the exported one).",
+    )
     parser.add_argument("--num_beams", type=int, default=None, help="Beam size (default: the generation config).")
     parser.add_argument("--max_new_tokens", type=int, default=None, help="Default: the generation config.")
     parser.add_argument(
@@ -145,9 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=True).eval()
-        tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
-    except (OSError, ValueError) as error:  # ValueError: huggingface_hub's HFValidationError for a malformed id
+        if args.backend == "ctranslate2":
+            from vaswani_transformer.export import Translator
+
+            translator = Translator(args.model, compute_type=args.compute_type)
+            tokenizer = translator.tokenizer
+            generate = functools.partial(ctranslate2_generate, translator)
+        else:
+            model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=True).eval()
+            tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+            generate = functools.partial(transformers_generate, model, tokenizer)
+    except (OSError, ValueError, ImportError) as error:  # ValueError: HFValidationError for a malformed Hub id
         cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
         print(f"{PROG}: error: cannot load --model {args.model}: {cause}", file=sys.stderr)
         return 2
@@ -159,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for chunk in chunks(read_lines(sys.stdin.buffer), args.buffer_size):
         bad_lines += sum(line.text is None for line in chunk)
         outputs, truncated = translate_lines(
-            model,
+            generate,
             tokenizer,
             [line.text for line in chunk],
             max_source_length,

@@ -185,16 +185,15 @@ def transformer_spec(model: VaswaniTransformerForConditionalGeneration, tokenize
     if reason:
         raise ValueError(f"This model cannot be exported to CTranslate2: {reason}.")
     _positive_int("max_positions", max_positions)
-    if config.encoder_attention_heads != config.decoder_attention_heads:
-        raise ValueError(
-            f"encoder_attention_heads={config.encoder_attention_heads} and decoder_attention_heads="
-            f"{config.decoder_attention_heads} differ: CTranslate2's TransformerSpec has one head count."
-        )
-    spec = ct2_transformer.TransformerSpec.from_config(
-        (config.encoder_layers, config.decoder_layers),
-        config.encoder_attention_heads,
-        pre_norm=config.layer_norm_position == "pre",
-        activation=getattr(common_spec.Activation, ACTIVATIONS[config.activation_function]),
+    pre_norm = config.layer_norm_position == "pre"
+    activation = getattr(common_spec.Activation, ACTIVATIONS[config.activation_function])
+    spec = ct2_transformer.TransformerSpec(
+        ct2_transformer.TransformerEncoderSpec(
+            config.encoder_layers, config.encoder_attention_heads, pre_norm=pre_norm, activation=activation
+        ),
+        ct2_transformer.TransformerDecoderSpec(
+            config.decoder_layers, config.decoder_attention_heads, pre_norm=pre_norm, activation=activation
+        ),
     )
     positions = sinusoidal_positional_encoding(
         max_positions, config.d_model, layout=config.positional_encoding_layout

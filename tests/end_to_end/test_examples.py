@@ -2,7 +2,8 @@
 
 translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches; a
 line that is not UTF-8, an over-long line and empty lines do not disturb the others (issue 11, case 7);
-pipeline_quickstart.py prints the pipeline's output; visualize_attention.py writes three PNG grids whose heatmap
+with `--backend ctranslate2` it prints the same lines from the exported model; pipeline_quickstart.py prints the
+pipeline's output; visualize_attention.py writes three PNG grids whose heatmap
 tiles (found in the image itself) match the model's layers and heads.
 """
 
@@ -114,6 +115,25 @@ def test_translate_writes_one_line_per_input_line(saved, real_sentences, tmp_pat
     assert lines[-1] == "" and len(lines) - 1 == len(sources)  # one line per input, newline-terminated
     assert lines[:-1] == sorted_batches_expected(model, tokenizer, sources, 3, 5, num_beams=2)
     assert lines[5] == ""
+
+
+def test_translate_with_ctranslate2_prints_what_generate_prints(saved, real_sentences, tmp_path):
+    """--backend ctranslate2 on the exported model: the same lines as the default backend, blank lines kept."""
+    pytest.importorskip("ctranslate2")
+    from vaswani_transformer.export import export_ctranslate2
+
+    directory, model, tokenizer = saved
+    exported = export_ctranslate2(directory, tmp_path / "ct2")
+    sources = [*real_sentences["en"][:5], "", *real_sentences["en"][5:]]
+    stdin = "".join(line + "\n" for line in sources)
+    args = "--batch_size 3 --buffer_size 5".split()
+    result = run_example(
+        "translate.py", "--model", str(exported), "--backend", "ctranslate2", *args, stdin=stdin, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert output_lines(result) == sorted_batches_expected(model, tokenizer, sources, 3, 5)
+    not_exported = run_example("translate.py", "--model", str(directory), "--backend", "ctranslate2", cwd=tmp_path)
+    assert not_exported.returncode == 2 and "vaswani_ctranslate2.json not found" in not_exported.stderr
 
 
 def load_example(script: str):

@@ -172,7 +172,7 @@ def test_architecture_options_export(small_tokenizer, real_sentences, tmp_path, 
     ("overrides", "message"),
     [
         (dict(activation_function="mish"), "activation_function='mish'"),
-        (dict(encoder_attention_heads=4, decoder_attention_heads=2), "decoder_attention_heads=2"),
+        (dict(eos_token_id=[2, 3]), r"eos_token_id=\[2, 3\]"),
     ],
 )
 def test_what_cannot_be_exported_is_named(small_tokenizer, tmp_path, overrides, message):
