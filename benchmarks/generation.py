@@ -95,10 +95,19 @@ def generated_ids(row: list[int], eos_token_id: int) -> list[int]:
     return row[: row.index(eos_token_id)] if eos_token_id in row else row
 
 
-def hf_translator(model, tokenizer, encoded: list[list[int]], batches: list[list[int]], device: str, outputs: dict):
-    """A callable that translates `encoded` in `batches` with `model.generate` (beam 4, length penalty 0.6, early
-    stopping, max_new_tokens = longest source + 50 per batch as `vaswani-evaluate`), storing the generated ids of
-    each sentence in `outputs["ids"]` (input order)."""
+def hf_translator(
+    model,
+    tokenizer,
+    encoded: list[list[int]],
+    batches: list[list[int]],
+    device: str,
+    outputs: dict,
+    num_beams: int = NUM_BEAMS,
+    max_new_tokens: int | None = None,
+):
+    """A callable that translates `encoded` in `batches` with `model.generate` (beam 4 unless `num_beams`, length
+    penalty 0.6, early stopping, max_new_tokens = longest source + 50 per batch as `vaswani-evaluate` unless
+    `max_new_tokens`), storing the generated ids of each sentence in `outputs["ids"]` (input order)."""
 
     def run() -> None:
         result: list[list[int]] = [[] for _ in encoded]
@@ -107,11 +116,11 @@ def hf_translator(model, tokenizer, encoded: list[list[int]], batches: list[list
                 batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt").to(device)
                 generated = model.generate(
                     **batch,
-                    num_beams=NUM_BEAMS,
+                    num_beams=num_beams,
                     length_penalty=LENGTH_PENALTY,
                     early_stopping=True,
                     do_sample=False,
-                    max_new_tokens=batch["input_ids"].shape[1] + EXTRA_OUTPUT_TOKENS,
+                    max_new_tokens=max_new_tokens or batch["input_ids"].shape[1] + EXTRA_OUTPUT_TOKENS,
                 )
                 for index, row in zip(indices, generated.tolist(), strict=True):
                     result[index] = generated_ids(row, tokenizer.eos_token_id)
@@ -140,16 +149,17 @@ def eole_translator(peer: EoleTranslator, encoded: list[list[int]], batching: st
     return run
 
 
-def timed(contenders: dict[str, Callable[[], None]], warm_up: dict[str, Callable[[], None]], repeats: int):
-    """Warm each contender up on `warm_up`, then `repeats` interleaved rounds; wall seconds per contender."""
+def timed(contenders: dict[str, Callable[[], float | None]], warm_up: dict[str, Callable[[], object]], repeats: int):
+    """Warm each contender up on `warm_up`, then `repeats` interleaved rounds; seconds per contender: the wall time
+    of each call, or the seconds it returns (a contender that runs elsewhere and times itself)."""
     for function in warm_up.values():
         function()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, function in contenders.items():
             start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
+            seconds = function()
+            times[name].append(time.perf_counter() - start if seconds is None else seconds)
     return times
 
 

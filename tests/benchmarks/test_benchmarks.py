@@ -118,3 +118,23 @@ def test_quick_generation_benchmark_writes_its_table(tmp_path, multi30k_dir, sma
         assert math.isfinite(row["bleu"]["ours"])
     assert results["main_job_evaluation"]["ours_over_before"]["median"] > 0
     assert "| batch 64 |" in report.with_suffix(".md").read_text()
+
+
+def test_quick_deploy_benchmark_writes_its_table(tmp_path, multi30k_dir, small_tokenizer):
+    """`python -m benchmarks.deploy --quick` on a tiny saved model: every engine timed and scored in both searches
+    and batch sizes, CTranslate2 fp32 and Marian with exactly our token ids (the run fails otherwise)."""
+    pytest.importorskip("ctranslate2")
+    from conftest import save_tiny_translation_model
+
+    save_tiny_translation_model(tmp_path / "model", small_tokenizer, max_position_embeddings=256)  # Marian: + 50
+    run_quick("deploy", multi30k_dir, "--model_dir", str(tmp_path / "model"), "--output", str(tmp_path / "results"))
+    (report,) = (tmp_path / "results").glob("*-deploy.json")
+    results = json.loads(report.read_text())
+    assert results["identical_where_required"] is True
+    assert set(results["settings"]) == {"greedy, batch 1", "greedy, batch 64", "beam 4, batch 1", "beam 4, batch 64"}
+    for row in results["settings"].values():
+        assert {"ours", "marian", "ct2_float32", "ct2_int8"} <= set(row["sentences_per_s"])
+        assert row["identical_to_ours"]["ct2_float32"] == row["sentences"]
+        assert all(math.isfinite(value) and value > 0 for value in row["tokens_per_s"].values())
+    assert results["export"]["int8"]["bytes"] < results["export"]["float32"]["bytes"]
+    assert "| beam 4 | 64 | ct2_int8 |" in report.with_suffix(".md").read_text()

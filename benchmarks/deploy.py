@@ -1,0 +1,309 @@
+"""Translation speed of the CTranslate2 export against our generate() and MarianMT, greedy and beam 4, in one run.
+
+    python -m benchmarks.deploy --model_dir outputs/multi30k_en_de_cpu [--quick] [--repeats 2]
+
+Run from the repository root, on a machine that runs nothing else. The model is exported twice
+(`vaswani_transformer.export.export_ctranslate2`, float32 and int8 weights, into a temporary folder) and every
+contender translates the same Multi30k test_2016_flickr sentences, in the same length-sorted batches
+(`length_sorted_batches`), with the same settings: greedy, or beam 4 with length penalty 0.6 and early stopping;
+max_new_tokens = the longest source + 50 (`vaswani-evaluate` adds 50 to each batch's longest; CTranslate2 takes one
+limit per call, so every contender gets the one of all the sentences). Batch 1 runs on the first `--batch1_sentences`
+sentences, batch 64 on all. Each time is the median of `--repeats` interleaved rounds after one warm-up on a few
+sentences. Every engine uses the machine's cores (torch's thread count).
+
+Contenders:
+- `ours`, `ours_bf16`: `VaswaniTransformerForConditionalGeneration.generate()` with fp32, and bfloat16, weights
+  (bf16 where the CPU has bf16 instructions);
+- `marian`: MarianMT holding the same weights (`convert.to_marian`), transformers' own search;
+- `ct2_*`: CTranslate2 through `vaswani_transformer.export.Translator` (its C++ search, with the options the export
+  derives from the generation config), each in a process of its own (`CTranslate2Process`), with the thread settings
+  of `CT2_ENGINES`: one translation at a time on every core, or one core per translation and as many in parallel.
+
+Reported per setting: sentences/s and generated tokens/s (`</s>` not counted), speed-up over `ours` (paired per
+round), sacreBLEU, and how many sentences have exactly our fp32 token ids. The run fails, after writing its
+results, if a float32 CTranslate2 engine or Marian differs from `ours` on any sentence.
+
+Writes `<output>/<machine>-deploy.json` and `.md` (the table the README's "Deploy" section shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ctranslate2
+import torch
+import transformers
+
+from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+from vaswani_transformer.convert import to_marian
+from vaswani_transformer.export import Translator, export_ctranslate2
+from vaswani_transformer.generation_vaswani_transformer import length_sorted_batches
+from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from vaswani_transformer.training.data import default_data_dir, read_lines
+from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
+
+from . import RESULTS_DIR
+from .generation import LENGTH_PENALTY, NUM_BEAMS, bleu, hf_translator, timed
+from .report import machine_name
+from .timing import bf16_supported, paired_speedup
+
+
+__all__ = ["main"]
+
+SEARCHES = {"greedy": 1, "beam 4": NUM_BEAMS}
+BATCH_SIZES = (1, 64)
+CONTENDERS = ("ours", "ours_bf16", "marian", "ct2_float32", "ct2_float32_x2", "ct2_int8", "ct2_int8_x2")
+# CTranslate2 engines: (weights, intra_threads, inter_threads) on this machine's `threads` cores. One translation at a
+# time with every core (float32) is what `generate()` does; "_x2" is CTranslate2's multi-core throughput setting,
+# one thread per translation and as many translations in parallel as cores (batches queued by `Translator.generate`).
+# int8 runs one thread per translation in both: with two, its oneDNN kernels ran several times slower on this CPU.
+CT2_ENGINES = {
+    "ct2_float32": ("float32", "all", 1),
+    "ct2_float32_x2": ("float32", 1, "all"),
+    "ct2_int8": ("int8", 1, 1),
+    "ct2_int8_x2": ("int8", 1, "all"),
+}
+# Must give exactly our fp32 token ids (same math in fp32); the others are compared by BLEU.
+IDENTICAL = ("marian", "ct2_float32", "ct2_float32_x2")
+
+
+def ct2_translate(
+    translator: Translator, encoded: list[list[int]], count: int, batch_size: int, num_beams: int
+) -> list[list[int]]:
+    """Translate the first `count` of `encoded` with CTranslate2 (`Translator.generate`, which makes the batches of
+    `batch_size` sentences that `length_sorted_batches` makes for the other contenders), with the settings of
+    `hf_translator` and max_new_tokens = the longest source + 50. The generated ids of each sentence, without `</s>`,
+    in input order."""
+    eos = translator.tokenizer.eos_token_id
+    sources = encoded[:count]
+    generated = translator.generate(
+        sources,
+        num_beams=num_beams,
+        length_penalty=LENGTH_PENALTY,
+        max_new_tokens=max(len(ids) for ids in sources) + EXTRA_OUTPUT_TOKENS,
+        max_tokens=10**9,
+        batch_size=batch_size,
+    )
+    return [ids[: ids.index(eos)] if eos in ids else ids for ids in generated]
+
+
+def ct2_worker(connection, directory: str, intra_threads: int, inter_threads: int, encoded: list[list[int]]) -> None:
+    """A CTranslate2 process: load the model, then answer `(count, batch_size, num_beams)` requests with
+    `(seconds, ids)` from `ct2_translate`, until it receives None."""
+    translator = Translator(directory, intra_threads=intra_threads, inter_threads=inter_threads)
+    connection.send("ready")
+    while (request := connection.recv()) is not None:
+        start = time.perf_counter()
+        ids = ct2_translate(translator, encoded, *request)
+        connection.send((time.perf_counter() - start, ids))
+
+
+class CTranslate2Process:
+    """One CTranslate2 model in a process of its own, as it is deployed. In one process with PyTorch, after torch has
+    run, or with a second `ctranslate2.Translator`, CTranslate2 ran several times slower on this machine (separate
+    OpenMP runtimes and thread pools competing for two cores): that would measure their coexistence, not CTranslate2.
+    """
+
+    def __init__(self, directory: Path, intra_threads: int, inter_threads: int, encoded: list[list[int]]):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        args = (child, str(directory), intra_threads, inter_threads, encoded)
+        self.process = context.Process(target=ct2_worker, args=args, daemon=True)
+        self.process.start()
+        if self.connection.recv() != "ready":
+            raise RuntimeError(f"the CTranslate2 process for {directory} did not start")
+
+    def translator(self, count: int, batch_size: int, num_beams: int, outputs: dict) -> Callable[[], float]:
+        """A callable that has the process translate, stores the ids in `outputs["ids"]` and returns the seconds the
+        translation took there (the transfer of inputs and ids not counted)."""
+
+        def run() -> float:
+            self.connection.send((count, batch_size, num_beams))
+            seconds, outputs["ids"] = self.connection.recv()
+            return seconds
+
+        return run
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join(timeout=60)
+
+
+def measure(
+    contenders: dict[str, Callable[[], None]],
+    warm_up: dict[str, Callable[[], None]],
+    outputs: dict[str, dict],
+    count: int,
+    repeats: int,
+    tokenizer,
+    references: list[str],
+) -> dict:
+    """Time `contenders`; sentences/s, tokens/s, speed-ups over ours, BLEU and identity with ours for each."""
+    times = timed(contenders, warm_up, repeats)
+    outputs = {name: {"ids": outputs[name]["ids"][:count]} for name in contenders}  # the sentences translated
+    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
+    tokens = {name: sum(len(ids) for ids in outputs[name]["ids"]) for name in contenders}
+    ours = outputs["ours"]["ids"]
+    return {
+        "sentences": count,
+        "seconds": times,
+        "sentences_per_s": {name: count / seconds for name, seconds in medians.items()},
+        "generated_tokens": tokens,
+        "tokens_per_s": {name: tokens[name] / seconds for name, seconds in medians.items()},
+        "speedup_over_ours": {name: paired_speedup(times, "ours", base=name) for name in contenders if name != "ours"},
+        "bleu": {name: bleu(tokenizer, outputs[name]["ids"], references[:count]) for name in contenders},
+        "identical_to_ours": {
+            name: sum(a == b for a, b in zip(outputs[name]["ids"], ours, strict=True)) for name in contenders
+        },
+    }
+
+
+def markdown(results: dict) -> str:
+    """The README's table: sentences/s, tokens/s, speed-up over ours and BLEU per contender and setting."""
+    lines = [
+        f"{results['sentences']} sentences of test_2016_flickr (batch 1: the first {results['batch1_sentences']}), "
+        f"{results['device_name']}, {results['threads']} threads for every engine, median of {results['repeats']} "
+        "rounds. Sentences/s, generated tokens/s, speed-up over ours fp32, sacreBLEU, sentences identical to ours:",
+        "",
+        "| search | batch | engine | sentences/s | tokens/s | x ours fp32 | BLEU | identical |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, row in results["settings"].items():
+        search, batch = label.rsplit(", batch ", 1)
+        for name in row["sentences_per_s"]:
+            speedup = row["speedup_over_ours"][name]["median"] if name != "ours" else 1.0
+            lines.append(
+                f"| {search} | {batch} | {name} | {row['sentences_per_s'][name]:.1f} | "
+                f"{row['tokens_per_s'][name]:.0f} | {speedup:.2f}x | {row['bleu'][name]:.2f} | "
+                f"{row['identical_to_ours'][name]}/{row['sentences']} |"
+            )
+    export = results["export"]
+    lines += [
+        "",
+        f"Export: float32 {export['float32']['seconds']:.1f} s, {export['float32']['bytes'] / 2**20:.1f} MiB; "
+        f"int8 {export['int8']['seconds']:.1f} s, {export['int8']['bytes'] / 2**20:.1f} MiB "
+        f"(ctranslate2 {results['versions']['ctranslate2']}). Identical ids where required: "
+        f"{results['identical_where_required']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (see the module docstring). Exits non-zero if CTranslate2 fp32 or Marian ids differ from ours."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir", required=True, help="A trained model directory (save_pretrained).")
+    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
+    parser.add_argument("--output", default=str(RESULTS_DIR))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sentences", type=int, default=1000, help="test_2016_flickr sentences (1,000 in all).")
+    parser.add_argument("--batch1_sentences", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="A smoke run: 24 sentences, 1 round.")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sentences, args.batch1_sentences, args.repeats = 24, 4, 1
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    ours = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir).eval()
+    tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(args.model_dir)
+    engines = {"ours": ours, "marian": to_marian(ours).eval()}
+    if bf16_supported("cpu"):
+        engines["ours_bf16"] = VaswaniTransformerForConditionalGeneration.from_pretrained(
+            args.model_dir, dtype=torch.bfloat16
+        ).eval()
+    sources = read_lines(args.data_dir / "test_2016_flickr.en.gz")[: args.sentences]
+    references = read_lines(args.data_dir / "test_2016_flickr.de.gz")[: args.sentences]
+    encoded = tokenizer(sources)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
+    export_dir = Path(tempfile.mkdtemp(prefix="vaswani-ct2-"))
+    export, directories = {}, {}
+    for quantization, name in (("none", "float32"), ("int8", "int8")):
+        start = time.perf_counter()
+        directories[name] = export_ctranslate2(args.model_dir, export_dir / name, quantization)
+        export[name] = {
+            "seconds": time.perf_counter() - start,
+            "bytes": (directories[name] / "model.bin").stat().st_size,
+        }
+    all_threads = {"all": threads}
+    ct2 = {
+        name: CTranslate2Process(
+            directories[weights], all_threads.get(intra, intra), all_threads.get(inter, inter), encoded
+        )
+        for name, (weights, intra, inter) in CT2_ENGINES.items()
+    }
+    engines.update(ct2)
+
+    def translator(name: str, count: int, batch_size: int, num_beams: int, outputs: dict) -> Callable:
+        if name in ct2:
+            return ct2[name].translator(count, batch_size, num_beams, outputs)
+        batches = length_sorted_batches(lengths[:count], max_tokens=10**9, max_sentences=batch_size)
+        cap = max(lengths[:count]) + EXTRA_OUTPUT_TOKENS  # as ct2_translate's
+        return hf_translator(engines[name], tokenizer, encoded, batches, "cpu", outputs, num_beams, cap)
+
+    settings: dict[str, dict] = {}
+    for search, num_beams in SEARCHES.items():
+        for batch_size in BATCH_SIZES:
+            count = args.batch1_sentences if batch_size == 1 else len(sources)
+            names = [name for name in CONTENDERS if name in engines]
+            outputs: dict[str, dict] = {name: {} for name in names}
+            contenders = {name: translator(name, count, batch_size, num_beams, outputs[name]) for name in names}
+            warm_up = {name: translator(name, 8, 8, num_beams, {}) for name in names}
+            label = f"{search}, batch {batch_size}"
+            settings[label] = measure(contenders, warm_up, outputs, count, args.repeats, tokenizer, references)
+            print(
+                f"{label}: " + ", ".join(f"{k} {v:.1f} sent/s" for k, v in settings[label]["sentences_per_s"].items())
+            )
+
+    for process in ct2.values():
+        process.close()
+    shutil.rmtree(export_dir, ignore_errors=True)
+    results = {
+        "machine": machine_name("cpu"),
+        "device_name": platform.processor() or "CPU",
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "ctranslate2": ctranslate2.__version__,
+        },
+        "model": args.model_dir,
+        "sentences": len(sources),
+        "batch1_sentences": args.batch1_sentences,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "num_beams": NUM_BEAMS,
+        "length_penalty": LENGTH_PENALTY,
+        "export": export,
+        "ct2_engines": {
+            name: {"weights": weights, "intra_threads": intra, "inter_threads": inter}
+            for name, (weights, intra, inter) in CT2_ENGINES.items()
+        },
+        "settings": settings,
+        "identical_where_required": all(
+            row["identical_to_ours"][name] == row["sentences"] for row in settings.values() for name in IDENTICAL
+        ),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    stem = output / f"{results['machine']}-deploy"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+    print(f"wrote {stem}.json and .md in {results['wall_seconds']:.0f} s")
+    if not results["identical_where_required"]:
+        raise SystemExit(f"{' or '.join(IDENTICAL)} produced other token ids than ours; see the JSON")
+
+
+if __name__ == "__main__":
+    main()
