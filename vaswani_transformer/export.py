@@ -404,8 +404,13 @@ class Translator:
         model_dir: a directory written by `export_ctranslate2` / `vaswani-export-ct2`.
         device: "cpu", "cuda" or "auto" (CTranslate2's `device`).
         compute_type: CTranslate2's `compute_type` ("default": the exported weight type; "int8", "float32", ...).
-        intra_threads: threads per translation (0: CTranslate2's default, all cores up to 4).
-        **kwargs: other `ctranslate2.Translator` arguments (`device_index`, `inter_threads`, ...).
+        intra_threads: threads per translation (CTranslate2's `intra_threads`; 0: its default, all cores up to 4).
+            Default on CPU: 1, with `inter_threads` = the cores this process may use: CTranslate2's multi-core
+            setting, which was the fastest in every row of `benchmarks/deploy.py` on a 2-core CPU, where int8 with
+            two threads per translation ran several times slower. On CUDA: 0 and 1.
+        inter_threads: batches translated in parallel (CTranslate2's `inter_threads`; `generate` queues all of
+            its batches at once).
+        **kwargs: other `ctranslate2.Translator` arguments (`device_index`, `max_queued_batches`, ...).
     Raises:
         FileNotFoundError: if `model_dir` has no `vaswani_ctranslate2.json` (not written by the export).
         ImportError: if ctranslate2 is not installed.
@@ -416,7 +421,8 @@ class Translator:
         model_dir: str | os.PathLike,
         device: str = "cpu",
         compute_type: str = "default",
-        intra_threads: int = 0,
+        intra_threads: int | None = None,
+        inter_threads: int | None = None,
         **kwargs: Any,
     ):
         ctranslate2 = _ctranslate2()
@@ -432,8 +438,18 @@ class Translator:
         self.tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
         tokens = vocabulary(self.tokenizer, self.info["vocab_size"])
         self.token_ids = {token: index for index, token in enumerate(tokens)}
+        on_cpu = device == "cpu" or (device == "auto" and ctranslate2.get_cuda_device_count() == 0)
+        if intra_threads is None:
+            intra_threads = 1 if on_cpu else 0
+        if inter_threads is None:
+            inter_threads = len(os.sched_getaffinity(0)) if on_cpu and hasattr(os, "sched_getaffinity") else 1
         self.translator = ctranslate2.Translator(
-            str(model_dir), device=device, compute_type=compute_type, intra_threads=intra_threads, **kwargs
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            intra_threads=intra_threads,
+            inter_threads=inter_threads,
+            **kwargs,
         )
 
     def _check_positions(self, length: int, what: str) -> None:
@@ -483,11 +499,14 @@ class Translator:
         for ids in input_ids:
             self._check_positions(len(ids), "A source")
         outputs: list[list[int]] = [[] for _ in input_ids]
+        # Every batch is queued at once, so that `inter_threads` translators work on several batches in parallel.
+        pending = []
         for indices in length_sorted_batches([len(ids) for ids in input_ids], max_tokens, batch_size):
             sources = [self.tokenizer.convert_ids_to_tokens(list(input_ids[i])) for i in indices]
-            results = self.translator.translate_batch(sources, **options)
+            pending.append((indices, self.translator.translate_batch(sources, asynchronous=True, **options)))
+        for indices, results in pending:
             for index, result in zip(indices, results, strict=True):
-                outputs[index] = [self.token_ids[token] for token in result.hypotheses[0]]
+                outputs[index] = [self.token_ids[token] for token in result.result().hypotheses[0]]
         return outputs
 
     def encode(self, texts: Sequence[str], truncation: bool = True, max_source_length: int | None = None):

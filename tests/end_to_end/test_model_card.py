@@ -148,6 +148,7 @@ def test_deviations_requirements_and_citations_are_there(card):
 
 def test_usage_snippets_run_without_the_package(card, run_dir, tmp_path):
     snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    snippets = [snippet for snippet in snippets if "vaswani_transformer" not in snippet]  # the export's needs it
     assert len(snippets) == 2 and all(f'"{run_dir}"' in snippet for snippet in snippets)
     guard = 'import sys\nsys.modules["vaswani_transformer"] = None\n'
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
@@ -160,6 +161,25 @@ def test_usage_snippets_run_without_the_package(card, run_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("[{'translation_text': ") and lines[-1].startswith("[")
+
+
+def test_ctranslate2_export_snippets_run(card, run_dir, tmp_path):
+    """The card's export command and its Translator snippet, as a user with the `[export]` extra runs them."""
+    pytest.importorskip("ctranslate2")
+    commands = re.findall(r"```bash\n(.*?)```", card.text, flags=re.S)
+    (export,) = [line for block in commands for line in block.splitlines() if line.startswith("vaswani-export-ct2 ")]
+    program, *args = export.split()
+    script = Path(sys.executable).parent / program  # the console script installed beside this Python
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(OFFLINE, HF_HOME=str(tmp_path / "hf_home"), TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    result = subprocess.run([str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (snippet,) = [s for s in re.findall(r"```python\n(.*?)```", card.text, flags=re.S) if "export import" in s]
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(snippet)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("['") and result.stdout.rstrip().endswith("']")
 
 
 def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):
