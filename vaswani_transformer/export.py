@@ -443,6 +443,7 @@ class Translator:
             intra_threads = 1 if on_cpu else 0
         if inter_threads is None:
             inter_threads = len(os.sched_getaffinity(0)) if on_cpu and hasattr(os, "sched_getaffinity") else 1
+        torch_threads = torch.get_num_threads()
         self.translator = ctranslate2.Translator(
             str(model_dir),
             device=device,
@@ -451,6 +452,9 @@ class Translator:
             inter_threads=inter_threads,
             **kwargs,
         )
+        # Loading sets the OpenMP thread count of the calling thread to `intra_threads`, which PyTorch in the same
+        # process reads as its own: give PyTorch its count back.
+        torch.set_num_threads(torch_threads)
 
     def _check_positions(self, length: int, what: str) -> None:
         if length > self.max_positions:

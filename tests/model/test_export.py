@@ -123,6 +123,14 @@ def test_translate_equals_the_pipeline(trained, exported, caplog):
     assert "truncated to 8 tokens" in pipeline_warnings[0]
 
 
+def test_loading_leaves_torch_threads_alone(exported):
+    """CTranslate2 sets the OpenMP thread count of the thread that loads a model, which is also PyTorch's."""
+    threads = torch.get_num_threads()
+    translator = Translator(exported.model_dir, intra_threads=1)
+    assert torch.get_num_threads() == threads
+    assert translator.translate("A dog.") == exported.translate("A dog.")
+
+
 def test_position_table_limit_is_a_clear_error(trained, tmp_path):
     """Positions past the exported table are refused before CTranslate2 sees them, naming the option to fix it."""
     model, tokenizer, sentences = trained
