@@ -28,8 +28,6 @@ Writes `<output>/<machine>-deploy.json` and `.md` (the table the README's "Deplo
 
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -49,12 +47,11 @@ from vaswani_transformer.convert import to_marian
 from vaswani_transformer.export import Translator, export_ctranslate2
 from vaswani_transformer.generation_vaswani_transformer import length_sorted_batches
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
-from vaswani_transformer.training.data import default_data_dir, read_lines
+from vaswani_transformer.training.data import read_lines
 from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 
-from . import RESULTS_DIR
-from .generation import LENGTH_PENALTY, NUM_BEAMS, bleu, hf_translator, timed
-from .report import machine_name
+from .generation import LENGTH_PENALTY, NUM_BEAMS, bleu, hf_translator, timed, translation_benchmark_arguments
+from .report import machine_name, write_report
 from .timing import bf16_supported, paired_speedup
 
 
@@ -200,17 +197,7 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI (see the module docstring). Exits non-zero if CTranslate2 fp32 or Marian ids differ from ours."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", required=True, help="A trained model directory (save_pretrained).")
-    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
-    parser.add_argument("--output", default=str(RESULTS_DIR))
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sentences", type=int, default=1000, help="test_2016_flickr sentences (1,000 in all).")
-    parser.add_argument("--batch1_sentences", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="A smoke run: 24 sentences, 1 round.")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.sentences, args.batch1_sentences, args.repeats = 24, 4, 1
+    args = translation_benchmark_arguments(__doc__.splitlines()[0], argv, repeats=2, quick=(24, 4))
     started = time.perf_counter()
     threads = torch.get_num_threads()
     ours = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir).eval()
@@ -294,12 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "wall_seconds": time.perf_counter() - started,
     }
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / f"{results['machine']}-deploy"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    stem = write_report(results, args.output, f"{results['machine']}-deploy", markdown(results))
     print(f"wrote {stem}.json and .md in {results['wall_seconds']:.0f} s")
     if not results["identical_where_required"]:
         raise SystemExit(f"{' or '.join(IDENTICAL)} produced other token ids than ours; see the JSON")

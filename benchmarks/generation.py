@@ -32,7 +32,6 @@ the README shows).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -56,7 +55,7 @@ from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 
 from . import RESULTS_DIR
 from .eole_peer import EoleTranslator, convert_to_eole, eole_available
-from .report import machine_name
+from .report import machine_name, write_report
 from .timing import bf16_supported, paired_speedup, synchronize
 
 
@@ -226,20 +225,36 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring). Exits non-zero if our token ids differ from transformers' loop's."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def translation_benchmark_arguments(
+    description: str, argv: list[str] | None, repeats: int, quick: tuple[int, int], device: bool = False
+) -> argparse.Namespace:
+    """Parse the arguments the translation benchmarks share (this module and ``benchmarks/deploy.py``).
+
+    ``--model_dir``, ``--data_dir``, ``--output``, ``--repeats`` (default ``repeats`` rounds), ``--sentences``,
+    ``--batch1_sentences`` and ``--quick``, which sets ``(sentences, batch1_sentences) = quick`` and one round;
+    ``device`` adds ``--device cpu|cuda``. Errors: argparse's (exit 2).
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model_dir", required=True, help="A trained model directory (save_pretrained).")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    if device:
+        parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
     parser.add_argument("--output", default=str(RESULTS_DIR))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats, help="Timed rounds per contender.")
     parser.add_argument("--sentences", type=int, default=1000, help="test_2016_flickr sentences (1,000 in all).")
-    parser.add_argument("--batch1_sentences", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="A smoke run: 40 sentences, 1 round.")
+    parser.add_argument("--batch1_sentences", type=int, default=200, help="Sentences timed at batch size 1.")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"A smoke run: {quick[0]} sentences ({quick[1]} at batch 1), 1 round."
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.sentences, args.batch1_sentences, args.repeats = 40, 8, 1
+        (args.sentences, args.batch1_sentences), args.repeats = quick, 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (see the module docstring). Exits non-zero if our token ids differ from transformers' loop's."""
+    args = translation_benchmark_arguments(__doc__.splitlines()[0], argv, repeats=3, quick=(40, 8), device=True)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: ids must match transformers' loop
     started = time.perf_counter()
@@ -358,12 +373,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "wall_seconds": time.perf_counter() - started,
     }
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / f"{results['machine']}-generation"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
-    print(markdown(results))
+    stem = write_report(results, args.output, f"{results['machine']}-generation", markdown(results))
     print(f"wrote {stem}.json and .md in {results['wall_seconds']:.0f} s")
     if not results["identical_to_transformers_loop"]:
         raise SystemExit("our beam search and transformers' loop produced different token ids; see the JSON")

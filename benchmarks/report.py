@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -12,7 +13,7 @@ import torch
 from .contenders import CONTENDERS
 
 
-__all__ = ["bar_chart", "machine_name", "markdown", "targets"]
+__all__ = ["bar_chart", "machine_name", "markdown", "targets", "write_report"]
 
 # The targets: ours against MarianMT on the same machine in the same run (ratios are ours / Marian).
 TRAINING_SPEEDUP = 1.25  # training tokens/s, base size, fp32: at least
@@ -65,6 +66,17 @@ def machine_name(device: str) -> str:
     else:
         name = f"{platform.machine()}-{os.cpu_count()}cpu"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def write_report(results: dict, output: str | Path, stem: str, report: str) -> Path:
+    """Write `results` to `<output>/<stem>.json` and the markdown `report` to `<output>/<stem>.md` (creating
+    `output`), print the report, and return the path without suffix. Errors: OSError from the file system."""
+    path = Path(output) / stem
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    path.with_suffix(".md").write_text(report)
+    print(report)
+    return path
 
 
 def iqr(paired: dict) -> str:

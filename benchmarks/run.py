@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import os
 import platform
 import statistics
@@ -59,7 +58,7 @@ from .contenders import (
 from .data import load_tokenizer, training_batch, translation_sentences
 from .flops import model_flops_utilization, training_flops
 from .memory import WORKER_ENV, run_workers
-from .report import bar_chart, machine_name, markdown, targets
+from .report import bar_chart, machine_name, markdown, targets, write_report
 from .timing import bf16_supported, matmul_peak, paired_speedup, synchronize, time_interleaved
 
 
@@ -414,13 +413,8 @@ def main() -> None:
     results["targets"] = targets(results, base)
     results["wall_seconds"] = time.perf_counter() - started
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / results["machine"]
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
+    stem = write_report(results, args.output, results["machine"], markdown(results))
     bar_chart(results, base, stem.with_suffix(".png"))
-    print(markdown(results))
     print(f"wrote {stem}.json, .md, .png in {results['wall_seconds']:.0f} s")
     if not results["translation"]["identical_translations"]:
         raise SystemExit("ours and MarianMT produced different translations (token ids); see the JSON")
