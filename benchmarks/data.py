@@ -51,4 +51,12 @@ def training_batch(tokenizer, data_dir: Path, tokens_per_side: int, pool: int | 
 
 def translation_sentences(data_dir: Path, count: int) -> list[str]:
     """The first `count` English sentences of Multi30k test_2016_flickr."""
-    return read_lines(data_dir / "test_2016_flickr.en.gz")[:count]
+    return test_pairs(data_dir, count)[0]
+
+
+def test_pairs(
+    data_dir: Path, count: int, source_lang: str = "en", target_lang: str = "de"
+) -> tuple[list[str], list[str]]:
+    """The first `count` sources of Multi30k test_2016_flickr and their references (the benchmarked models translate
+    English into German). Raises FileNotFoundError naming a missing file."""
+    return tuple(read_lines(data_dir / f"test_2016_flickr.{lang}.gz")[:count] for lang in (source_lang, target_lang))

@@ -9,7 +9,7 @@ contender translates the same Multi30k test_2016_flickr sentences, in the same l
 max_new_tokens = the longest source + 50 (`vaswani-evaluate` adds 50 to each batch's longest; CTranslate2 takes one
 limit per call, so every contender gets the one of all the sentences). Batch 1 runs on the first `--batch1_sentences`
 sentences, batch 64 on all. Each time is the median of `--repeats` interleaved rounds after one warm-up on a few
-sentences. Every engine uses the machine's cores (torch's thread count).
+sentences. The PyTorch contenders use torch's thread count; each CTranslate2 engine its own setting (`CT2_ENGINES`).
 
 Contenders:
 - `ours`, `ours_bf16`: `VaswaniTransformerForConditionalGeneration.generate()` with fp32, and bfloat16, weights
@@ -47,9 +47,9 @@ from vaswani_transformer.convert import to_marian
 from vaswani_transformer.export import Translator, export_ctranslate2
 from vaswani_transformer.generation_vaswani_transformer import length_sorted_batches
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
-from vaswani_transformer.training.data import read_lines
 from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 
+from .data import test_pairs
 from .generation import LENGTH_PENALTY, NUM_BEAMS, bleu, hf_translator, timed, translation_benchmark_arguments
 from .report import machine_name, write_report
 from .timing import bf16_supported, paired_speedup
@@ -167,10 +167,15 @@ def measure(
 
 def markdown(results: dict) -> str:
     """The README's table: sentences/s, tokens/s, speed-up over ours and BLEU per contender and setting."""
+    ct2_threads = ", ".join(
+        f"{name} {engine['intra_threads']} x {engine['inter_threads']}"
+        for name, engine in results["ct2_engines"].items()
+    )
     lines = [
         f"{results['sentences']} sentences of test_2016_flickr (batch 1: the first {results['batch1_sentences']}), "
-        f"{results['device_name']}, {results['threads']} threads for every engine, median of {results['repeats']} "
-        "rounds. Sentences/s, generated tokens/s, speed-up over ours fp32, sacreBLEU, sentences identical to ours:",
+        f"{results['device_name']}, {results['threads']} threads for the PyTorch engines, CTranslate2 threads per "
+        f"translation x translations in parallel: {ct2_threads}; median of {results['repeats']} rounds. "
+        "Sentences/s, generated tokens/s, speed-up over ours fp32, sacreBLEU, sentences identical to ours:",
         "",
         "| search | batch | engine | sentences/s | tokens/s | x ours fp32 | BLEU | identical |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -207,52 +212,54 @@ def main(argv: list[str] | None = None) -> None:
         engines["ours_bf16"] = VaswaniTransformerForConditionalGeneration.from_pretrained(
             args.model_dir, dtype=torch.bfloat16
         ).eval()
-    sources = read_lines(args.data_dir / "test_2016_flickr.en.gz")[: args.sentences]
-    references = read_lines(args.data_dir / "test_2016_flickr.de.gz")[: args.sentences]
+    sources, references = test_pairs(args.data_dir, args.sentences)
     encoded = tokenizer(sources)["input_ids"]
     lengths = [len(ids) for ids in encoded]
-    export_dir = Path(tempfile.mkdtemp(prefix="vaswani-ct2-"))
-    export, directories = {}, {}
-    for quantization, name in (("none", "float32"), ("int8", "int8")):
-        start = time.perf_counter()
-        directories[name] = export_ctranslate2(args.model_dir, export_dir / name, quantization)
-        export[name] = {
-            "seconds": time.perf_counter() - start,
-            "bytes": (directories[name] / "model.bin").stat().st_size,
-        }
-    all_threads = {"all": threads}
-    ct2 = {
-        name: CTranslate2Process(
-            directories[weights], all_threads.get(intra, intra), all_threads.get(inter, inter), encoded
-        )
+    cores = {"all": threads}
+    ct2_engines = {
+        name: {"weights": weights, "intra_threads": cores.get(intra, intra), "inter_threads": cores.get(inter, inter)}
         for name, (weights, intra, inter) in CT2_ENGINES.items()
     }
-    engines.update(ct2)
-
-    def translator(name: str, count: int, batch_size: int, num_beams: int, outputs: dict) -> Callable:
-        if name in ct2:
-            return ct2[name].translator(count, batch_size, num_beams, outputs)
-        batches = length_sorted_batches(lengths[:count], max_tokens=10**9, max_sentences=batch_size)
-        cap = max(lengths[:count]) + EXTRA_OUTPUT_TOKENS  # as ct2_translate's
-        return hf_translator(engines[name], tokenizer, encoded, batches, "cpu", outputs, num_beams, cap)
-
-    settings: dict[str, dict] = {}
-    for search, num_beams in SEARCHES.items():
-        for batch_size in BATCH_SIZES:
-            count = args.batch1_sentences if batch_size == 1 else len(sources)
-            names = [name for name in CONTENDERS if name in engines]
-            outputs: dict[str, dict] = {name: {} for name in names}
-            contenders = {name: translator(name, count, batch_size, num_beams, outputs[name]) for name in names}
-            warm_up = {name: translator(name, 8, 8, num_beams, {}) for name in names}
-            label = f"{search}, batch {batch_size}"
-            settings[label] = measure(contenders, warm_up, outputs, count, args.repeats, tokenizer, references)
-            print(
-                f"{label}: " + ", ".join(f"{k} {v:.1f} sent/s" for k, v in settings[label]["sentences_per_s"].items())
+    export_dir = Path(tempfile.mkdtemp(prefix="vaswani-ct2-"))
+    export, directories, ct2 = {}, {}, {}
+    try:
+        for quantization, name in (("none", "float32"), ("int8", "int8")):
+            start = time.perf_counter()
+            directories[name] = export_ctranslate2(args.model_dir, export_dir / name, quantization)
+            export[name] = {
+                "seconds": time.perf_counter() - start,
+                "bytes": (directories[name] / "model.bin").stat().st_size,
+            }
+        for name, engine in ct2_engines.items():
+            ct2[name] = CTranslate2Process(
+                directories[engine["weights"]], engine["intra_threads"], engine["inter_threads"], encoded
             )
+        engines.update(ct2)
 
-    for process in ct2.values():
-        process.close()
-    shutil.rmtree(export_dir, ignore_errors=True)
+        def translator(name: str, count: int, batch_size: int, num_beams: int, outputs: dict) -> Callable:
+            if name in ct2:
+                return ct2[name].translator(count, batch_size, num_beams, outputs)
+            batches = length_sorted_batches(lengths[:count], max_tokens=10**9, max_sentences=batch_size)
+            cap = max(lengths[:count]) + EXTRA_OUTPUT_TOKENS  # as ct2_translate's
+            return hf_translator(engines[name], tokenizer, encoded, batches, "cpu", outputs, num_beams, cap)
+
+        settings: dict[str, dict] = {}
+        for search, num_beams in SEARCHES.items():
+            for batch_size in BATCH_SIZES:
+                count = args.batch1_sentences if batch_size == 1 else len(sources)
+                names = [name for name in CONTENDERS if name in engines]
+                outputs: dict[str, dict] = {name: {} for name in names}
+                contenders = {name: translator(name, count, batch_size, num_beams, outputs[name]) for name in names}
+                warm_up = {name: translator(name, 8, 8, num_beams, {}) for name in names}
+                label = f"{search}, batch {batch_size}"
+                settings[label] = measure(contenders, warm_up, outputs, count, args.repeats, tokenizer, references)
+                rates = settings[label]["sentences_per_s"]
+                print(f"{label}: " + ", ".join(f"{k} {v:.1f} sent/s" for k, v in rates.items()))
+
+    finally:  # also on an error: no CTranslate2 process or exported model is left behind
+        for process in ct2.values():
+            process.close()
+        shutil.rmtree(export_dir, ignore_errors=True)
     results = {
         "machine": machine_name("cpu"),
         "device_name": platform.processor() or "CPU",
@@ -271,10 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         "num_beams": NUM_BEAMS,
         "length_penalty": LENGTH_PENALTY,
         "export": export,
-        "ct2_engines": {
-            name: {"weights": weights, "intra_threads": intra, "inter_threads": inter}
-            for name, (weights, intra, inter) in CT2_ENGINES.items()
-        },
+        "ct2_engines": ct2_engines,
         "settings": settings,
         "identical_where_required": all(
             row["identical_to_ours"][name] == row["sentences"] for row in settings.values() for name in IDENTICAL

@@ -54,6 +54,7 @@ from vaswani_transformer.training.data import default_data_dir, read_lines
 from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 
 from . import RESULTS_DIR
+from .data import test_pairs
 from .eole_peer import EoleTranslator, convert_to_eole, eole_available
 from .report import machine_name, write_report
 from .timing import bf16_supported, paired_speedup, synchronize
@@ -265,10 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     if bf16_supported(args.device):
         ours_bf16 = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir, dtype=torch.bfloat16)
         ours_bf16 = ours_bf16.eval().to(args.device)
-    source_lang, target_lang = "en", "de"
-    sources = read_lines(args.data_dir / f"test_2016_flickr.{source_lang}.gz")[: args.sentences]
-    references = read_lines(args.data_dir / f"test_2016_flickr.{target_lang}.gz")[: args.sentences]
-    validation = read_lines(args.data_dir / f"val.{source_lang}.gz")[:200]
+    sources, references = test_pairs(args.data_dir, args.sentences)
+    validation = read_lines(args.data_dir / "val.en.gz")[:200]
     encoded = tokenizer(sources)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     peer = None

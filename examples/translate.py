@@ -103,8 +103,7 @@ def ctranslate2_generate(
     translator, encoded: list[list[int]], max_tokens: int | None, batch_size: int | None, **generate_kwargs
 ) -> list[list[int]]:
     """`vaswani_transformer.export.Translator.generate` with the same batching as `transformers_generate`."""
-    budget = {"max_tokens": max_tokens} if max_tokens else {}
-    return translator.generate(encoded, batch_size=batch_size, **budget, **generate_kwargs)
+    return translator.generate(encoded, max_tokens=max_tokens, batch_size=batch_size, **generate_kwargs)
 
 
 def translate_lines(
@@ -187,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in ("max_tokens", "batch_size", "buffer_size", "max_source_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.compute_type != "default" and args.backend != "ctranslate2":
+        parser.error("--compute_type applies to --backend ctranslate2 only")
     try:
         if args.backend == "ctranslate2":
             from vaswani_transformer.export import Translator
@@ -203,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: cannot load --model {args.model}: {cause}", file=sys.stderr)
         return 2
     max_source_length = args.max_source_length or tokenizer.model_max_length
+    if args.backend == "ctranslate2":  # before reading stdin: a longer source or output cannot be decoded
+        for flag, value in (("--max_source_length", max_source_length), ("--max_new_tokens", args.max_new_tokens)):
+            if value is not None and value > translator.max_positions:
+                parser.error(
+                    f"{flag} {value} exceeds the {translator.max_positions} positions {args.model} was exported with "
+                    "(export again with vaswani-export-ct2 --max_positions)"
+                )
     generate_kwargs = {
         key: value for key, value in (("num_beams", args.num_beams), ("max_new_tokens", args.max_new_tokens)) if value
     }

@@ -40,7 +40,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_ba
 from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
 from .pipeline_translation import TRUNCATION_WARNING, _positive_int
 from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from .training.output_dir import check_not_model_dir, check_output_dir
 
 
 __all__ = [
@@ -237,12 +238,34 @@ def transformer_spec(model: VaswaniTransformerForConditionalGeneration, tokenize
     return spec
 
 
+# generate() settings the export does not carry: CTranslate2 decodes as if each had generate()'s default value.
+NOT_EXPORTED = (
+    "do_sample",
+    "num_return_sequences",
+    "num_beam_groups",
+    "diversity_penalty",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "bad_words_ids",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty",
+    "exponential_decay_length_penalty",
+    "renormalize_logits",
+)
+
+
 def translate_batch_options(generation_config: GenerationConfig) -> dict[str, Any]:
     """The `ctranslate2.Translator.translate_batch` keyword arguments that decode as `generate()` does with
     `generation_config` (beam size, length penalty, output length, n-gram blocking; see the module docstring).
 
-    Not carried, with a warning: sampling (`do_sample`), and `early_stopping` other than True (CTranslate2 always
-    stops a sentence once `num_beams` hypotheses have ended).
+    Output length: `max_new_tokens`, else `max_length` - 1 (`max_length` counts the decoder start token); the least
+    output length is the larger of `min_new_tokens` and `min_length` - 1, as `generate()` enforces both.
+
+    Not carried, each with a warning that names it: `early_stopping` other than True (CTranslate2 always stops a
+    sentence once `num_beams` hypotheses have ended), and any setting of `NOT_EXPORTED` that differs from
+    `generate()`'s default (sampling, forced or suppressed tokens, several returned sequences, group beam search).
     """
     defaults = GenerationConfig._get_default_generation_params()  # what generate() uses for unset (None) fields
 
@@ -254,13 +277,13 @@ def translate_batch_options(generation_config: GenerationConfig) -> dict[str, An
     if generation_config.max_new_tokens is not None:
         max_decoding_length = generation_config.max_new_tokens
     else:
-        max_decoding_length = setting("max_length") - 1  # max_length counts the decoder start token
+        max_decoding_length = setting("max_length") - 1
     options = {
         "beam_size": num_beams,
         "length_penalty": float(setting("length_penalty")),
         "patience": 1.0,
         "max_decoding_length": max_decoding_length,
-        "min_decoding_length": generation_config.min_new_tokens or max(setting("min_length") - 1, 0),
+        "min_decoding_length": max(generation_config.min_new_tokens or 0, setting("min_length") - 1, 0),
         "no_repeat_ngram_size": setting("no_repeat_ngram_size"),
         "repetition_penalty": float(setting("repetition_penalty")),
         "return_end_token": True,
@@ -273,16 +296,19 @@ def translate_batch_options(generation_config: GenerationConfig) -> dict[str, An
             "hypotheses have ended (early_stopping=True).",
             early_stopping,
         )
-    if setting("do_sample"):
-        logger.warning("generation_config.do_sample=True is not exported: CTranslate2 decodes with beam search.")
+    for name in NOT_EXPORTED:
+        if setting(name) != defaults.get(name):
+            logger.warning(
+                "generation_config.%s=%r is not exported: the CTranslate2 model decodes as if it were %r.",
+                name, setting(name), defaults.get(name),
+            )  # fmt: skip
     return options
 
 
-def default_max_positions(config: VaswaniTransformerConfig, tokenizer, generation_config: GenerationConfig) -> int:
-    """The default positional-table length: the longest of `max_position_embeddings`, the tokenizer's
-    `model_max_length` (the pipeline's truncation limit, so any source it accepts fits) and the generation config's
-    output length (so `max_new_tokens` fits)."""
-    output_length = translate_batch_options(generation_config)["max_decoding_length"]
+def default_max_positions(config: VaswaniTransformerConfig, tokenizer, output_length: int) -> int:
+    """The default positional-table length (rows): the longest of `max_position_embeddings`, the tokenizer's
+    `model_max_length` (the pipeline's truncation limit, so any source it accepts fits) and `output_length`, the
+    exported `max_decoding_length` in tokens (`translate_batch_options`), so that every output fits."""
     lengths = [config.max_position_embeddings, output_length]
     if tokenizer.model_max_length < 10**9:  # transformers' "no limit" is a huge integer
         lengths.append(tokenizer.model_max_length)
@@ -330,15 +356,17 @@ def export_ctranslate2(
 
     Args:
         model_dir: a `save_pretrained` directory or Hub id with model, tokenizer and generation config.
-        output_dir: the directory to write; it is built in a temporary folder beside it and renamed into place, so
-            an interrupted export leaves nothing half-written.
+        output_dir: the directory to write; it is built in a folder beside it and renamed into place, so an
+            interrupted export leaves nothing half-written, and a replaced export stays whole until the new one is
+            in place. Never the model directory or a folder holding it.
         quantization: one of `QUANTIZATIONS` ("none": float32 weights).
         max_positions: rows of the positional table (default: `default_max_positions`).
         overwrite_output_dir: replace an existing non-empty `output_dir` (refused otherwise).
     Returns:
         `output_dir` as a Path.
     Raises:
-        FileExistsError: if `output_dir` exists and is not empty, without `overwrite_output_dir`.
+        FileExistsError: if `output_dir` is a file, is not empty (without `overwrite_output_dir`), or is or holds
+            `model_dir` (`training.output_dir`'s rules, which name the folder).
         ValueError: an unknown `quantization`, a non-positive `max_positions`, or a model that cannot be exported
             (the message names the setting).
         OSError: if `model_dir` cannot be loaded.
@@ -350,14 +378,12 @@ def export_ctranslate2(
     if max_positions is not None:
         _positive_int("max_positions", max_positions)
     output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())) and not overwrite_output_dir:
-        raise FileExistsError(
-            f"{output_dir} already exists and is not empty; pass --overwrite_output_dir to replace it."
-        )
+    check_not_model_dir(output_dir, model_dir, "the export")
+    check_output_dir(output_dir, overwrite_output_dir)
     model = VaswaniTransformerForConditionalGeneration.from_pretrained(model_dir).eval()
     tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
-    generation_config = model.generation_config
-    max_positions = max_positions or default_max_positions(model.config, tokenizer, generation_config)
+    options = translate_batch_options(model.generation_config)
+    max_positions = max_positions or default_max_positions(model.config, tokenizer, options["max_decoding_length"])
     spec = transformer_spec(model, tokenizer, max_positions)
     spec.optimize(quantization=None if quantization == "none" else quantization)
     info = {
@@ -366,23 +392,31 @@ def export_ctranslate2(
         "max_positions": max_positions,
         "vocab_size": model.config.vocab_size,
         "ctranslate2_version": ctranslate2.__version__,
-        "translate_batch": translate_batch_options(generation_config),
+        "translate_batch": options,
     }
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    # Written beside output_dir (same file system: the renames are atomic) under names no one else uses; mkdir, not
+    # mkdtemp, so that the export gets the user's usual permissions (mkdtemp makes a folder only its owner can read).
+    target = output_dir.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging, previous = (target.parent / f".{target.name}.{kind}-{unique}" for kind in ("new", "old"))
+    staging.mkdir()
     try:
         spec.save(str(staging))
         tokenizer.save_pretrained(staging)
         (staging / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        readme = _readme(str(model_dir), {**info, "output_dir_name": output_dir.name})
+        readme = _readme(str(model_dir), {**info, "output_dir_name": target.name})
         (staging / "README.md").write_text(readme, encoding="utf-8")
-        if output_dir.exists():
-            shutil.rmtree(output_dir) if output_dir.is_dir() else output_dir.unlink()
-        staging.rename(output_dir)
+        if target.exists():  # allowed by check_output_dir: empty, or replaced with overwrite_output_dir
+            target.rename(previous)  # the old export stays whole until the new one is in place
+        staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if previous.exists() and not target.exists():
+            previous.rename(target)
         raise
+    shutil.rmtree(previous, ignore_errors=True)
     logger.info(
         "Wrote the CTranslate2 model (%s weights, %d positions) to %s", info["quantization"], max_positions, output_dir
     )
@@ -405,14 +439,15 @@ class Translator:
         device: "cpu", "cuda" or "auto" (CTranslate2's `device`).
         compute_type: CTranslate2's `compute_type` ("default": the exported weight type; "int8", "float32", ...).
         intra_threads: threads per translation (CTranslate2's `intra_threads`; 0: its default, all cores up to 4).
-            Default on CPU: 1, with `inter_threads` = the cores this process may use: CTranslate2's multi-core
-            setting, which was the fastest in every row of `benchmarks/deploy.py` on a 2-core CPU, where int8 with
-            two threads per translation ran several times slower. On CUDA: 0 and 1.
+            Default on CPU: 1, with `inter_threads` = the cores this process may use: a throughput setting, each
+            core translating its own batch (`benchmarks/deploy.py` measures it against the others). For the latency
+            of one sentence at a time, pass `intra_threads=0, inter_threads=1`. On CUDA: 0 and 1.
         inter_threads: batches translated in parallel (CTranslate2's `inter_threads`; `generate` queues all of
             its batches at once).
         **kwargs: other `ctranslate2.Translator` arguments (`device_index`, `max_queued_batches`, ...).
     Raises:
         FileNotFoundError: if `model_dir` has no `vaswani_ctranslate2.json` (not written by the export).
+        ValueError: if the tokenizer beside the model has more tokens than the exported vocabulary.
         ImportError: if ctranslate2 is not installed.
     """
 
@@ -442,7 +477,8 @@ class Translator:
         if intra_threads is None:
             intra_threads = 1 if on_cpu else 0
         if inter_threads is None:
-            inter_threads = len(os.sched_getaffinity(0)) if on_cpu and hasattr(os, "sched_getaffinity") else 1
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            inter_threads = cores if on_cpu else 1
         torch_threads = torch.get_num_threads()
         self.translator = ctranslate2.Translator(
             str(model_dir),
@@ -469,7 +505,7 @@ class Translator:
         num_beams: int | None = None,
         length_penalty: float | None = None,
         max_new_tokens: int | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
         batch_size: int | None = None,
         **options: Any,
     ) -> list[list[int]]:
@@ -478,7 +514,8 @@ class Translator:
         Args:
             input_ids: one list of source ids per sentence, each ending with `</s>` (as the tokenizer gives them).
             num_beams, length_penalty, max_new_tokens: override the exported generation settings.
-            max_tokens: padded source tokens per `translate_batch` call (sentences are sorted longest first).
+            max_tokens: padded source tokens per `translate_batch` call (sentences are sorted longest first;
+                default `DEFAULT_MAX_TOKENS`, as the pipeline's).
             batch_size: sentences per call at most (default: no limit besides `max_tokens`).
             **options: further `ctranslate2.Translator.translate_batch` arguments (e.g. `sampling_topk`).
         Returns:
@@ -488,7 +525,7 @@ class Translator:
             ValueError: if a source, or `max_new_tokens`, exceeds the positional table, or `max_tokens` or
                 `batch_size` is not a positive integer.
         """
-        _positive_int("max_tokens", max_tokens)
+        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else _positive_int("max_tokens", max_tokens)
         if batch_size is not None:
             _positive_int("batch_size", batch_size)
         options = {**self.options, **options}
@@ -515,7 +552,11 @@ class Translator:
 
     def encode(self, texts: Sequence[str], truncation: bool = True, max_source_length: int | None = None):
         """Source ids of `texts` as the pipeline's `preprocess` makes them: ending with `</s>`, and cut to
-        `max_source_length` tokens (default: the tokenizer's `model_max_length`) with the pipeline's warning."""
+        `max_source_length` tokens (default: the tokenizer's `model_max_length`) with the pipeline's warning.
+
+        Returns:
+            One list of token ids per text, in order (with `truncation=False`, as long as the text makes it).
+        """
         limit = max_source_length or self.tokenizer.model_max_length
         encoded = self.tokenizer(list(texts))["input_ids"] if texts else []
         for index, ids in enumerate(encoded):
@@ -542,10 +583,13 @@ class Translator:
         Returns:
             The translation (for a string) or the translations in input order.
         Raises:
-            ValueError: as `generate`.
+            ValueError: as `generate`, and for an item of `texts` that is not a string (names its index).
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"texts[{index}] is a {type(text).__name__}, not a string: {text!r}")
         indices = [index for index, text in enumerate(texts) if text.strip()]
         if max_source_length is not None:
             _positive_int("max_source_length", max_source_length)
@@ -589,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Raises:
         FileExistsError, ValueError, OSError, ImportError: as `export_ctranslate2` (the console script prints one
-            line and exits 2 for the first three).
+            line and exits 2).
     """
     parser = argparse.ArgumentParser(
         prog=PROG, description="Export a vaswani_transformer model to a CTranslate2 model directory."
@@ -600,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quantization",
         choices=QUANTIZATIONS,
         default="none",
-        help="Weight type: none keeps float32; int8 is 4x smaller and the fastest on CPUs (default: none).",
+        help="Weight type: none keeps float32; int8 weights take a quarter of the bytes (default: none).",
     )
     parser.add_argument(
         "--max_positions",
@@ -611,8 +655,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a non-empty output_dir.")
     args = parser.parse_args(argv)
-    if args.max_positions is not None and args.max_positions < 1:
-        parser.error(f"--max_positions must be at least 1, got {args.max_positions}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     export_ctranslate2(
         args.model_dir, args.output_dir, args.quantization, args.max_positions, args.overwrite_output_dir

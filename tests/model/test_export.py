@@ -9,6 +9,8 @@ the norms and the search options were all carried over.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 
 import pytest
 import torch
@@ -221,3 +223,60 @@ def test_cli_refuses_to_overwrite_and_writes_nothing_half_done(small_tokenizer, 
     assert not (tmp_path / "other").exists()
     with pytest.raises(FileNotFoundError, match=EXPORT_INFO_FILE):
         Translator(tmp_path / "model")
+
+
+def test_never_writes_over_the_model_or_a_file(small_tokenizer, tmp_path, monkeypatch):
+    """The model directory, a folder holding it and a file are refused, even with overwrite_output_dir."""
+    model_dir = tmp_path / "runs" / "model"
+    save_tiny_translation_model(model_dir, small_tokenizer)
+    before = sorted(path.name for path in model_dir.iterdir())
+    for output_dir in (model_dir, tmp_path / "runs", tmp_path):
+        with pytest.raises(FileExistsError, match="is or holds the --model directory"):
+            export_ctranslate2(model_dir, output_dir, overwrite_output_dir=True)
+    monkeypatch.chdir(model_dir)
+    with pytest.raises(FileExistsError, match="is or holds the --model directory"):
+        export_ctranslate2(model_dir, ".", overwrite_output_dir=True)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file"):
+        export_ctranslate2(model_dir, tmp_path / "file", overwrite_output_dir=True)
+    assert sorted(path.name for path in model_dir.iterdir()) == before
+    assert (tmp_path / "file").read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "runs"]
+
+
+def test_export_has_the_users_permissions(small_tokenizer, tmp_path):
+    """The export is built in a folder of its own, then renamed: it must not keep a private temporary folder's mode."""
+    save_tiny_translation_model(tmp_path / "model", small_tokenizer)
+    previous = os.umask(0o022)
+    try:
+        out = export_ctranslate2(tmp_path / "model", tmp_path / "ct2", max_positions=16)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_generation_config_is_what_translates(trained, tmp_path, caplog):
+    """Without arguments, the export decodes as `generate()` does with the saved generation config alone: here
+    beam 3, alpha 1.2, max_length and min_length (not max_new_tokens), whose off-by-one the export must get right;
+    and settings it cannot carry are named in a warning."""
+    model, tokenizer, sentences = trained
+    settings = dict(num_beams=3, length_penalty=1.2, early_stopping=True, max_length=9, min_length=6)
+    save(model, tokenizer, tmp_path / "model", **settings)
+    translator = Translator(export_ctranslate2(tmp_path / "model", tmp_path / "ct2"))
+    ours = generated(model, tokenizer, sentences, **settings)
+    assert translator.generate(tokenizer(sentences)["input_ids"]) == ours
+    assert max(len(ids) for ids in ours) == 8 and min(len(ids) for ids in ours) >= 5  # both limits bite
+    assert sum(len(ids) == 8 for ids in ours) < len(ours)
+
+    caplog.set_level(logging.WARNING)
+    options = translate_batch_options(GenerationConfig(forced_eos_token_id=2, num_return_sequences=2, num_beams=2))
+    assert options["beam_size"] == 2
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert "forced_eos_token_id=2 is not exported" in warned and "num_return_sequences=2 is not exported" in warned
+    options = translate_batch_options(GenerationConfig(min_new_tokens=2, min_length=5))  # generate() enforces both
+    assert options["min_decoding_length"] == 4
+
+
+def test_translate_rejects_what_is_not_text(exported):
+    with pytest.raises(ValueError, match=r"texts\[1\] is a int"):
+        exported.translate(["A dog.", 3])

@@ -9,7 +9,8 @@ Every program (`vaswani-train`, `training/train.py`, ...) runs its module's `mai
 
 User errors are the exceptions the library raises for input it rejects: `ValueError` (and subclasses such as
 `UnicodeDecodeError` re-raised with the file and line) and `OSError` (FileNotFoundError, FileExistsError,
-PermissionError, IsADirectoryError, ...). Their messages name the argument, file or line at fault (see each module's
+PermissionError, IsADirectoryError, ...), and `ImportError` for a missing optional package (the message gives the
+`pip install` line). Their messages name the argument, file or line at fault (see each module's
 "Raises"). The tests call the modules' `main` directly and assert the exception; these wrappers are what the console
 scripts in pyproject.toml and the thin scripts in `training/` call.
 """
@@ -34,7 +35,7 @@ __all__ = [
     "train_tokenizer",
 ]
 
-USER_ERRORS = (ValueError, OSError)
+USER_ERRORS = (ValueError, OSError, ImportError)
 DEBUG_FLAG = "--debug"
 
 

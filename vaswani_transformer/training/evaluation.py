@@ -44,7 +44,7 @@ from vaswani_transformer.training.data import (
     load_parallel_dataset,
     source_and_target_texts,
 )
-from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
+from vaswani_transformer.training.output_dir import check_not_model_dir, check_output_dir, prepare_output_dir
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS
 
 
@@ -316,12 +316,7 @@ def check_evaluation_output_dir(output_dir: Path, model: str, overwrite: bool) -
             results (a training run, a saved model), whatever `overwrite` says; if it is not empty and `overwrite`
             is false; if it is a file. The message names the folder and what to do.
     """
-    model_dir = Path(model).resolve()
-    if Path(model).is_dir() and (model_dir == output_dir.resolve() or output_dir.resolve() in model_dir.parents):
-        raise FileExistsError(
-            f"--output_dir {output_dir} is or holds the --model directory {model}; evaluation never writes over a "
-            "model or training run: choose another --output_dir"
-        )
+    check_not_model_dir(output_dir, model, "evaluation")
     entries = sorted(output_dir.iterdir()) if output_dir.is_dir() else []
     foreign = [e.name for e in entries if not (e.is_file() and any(fnmatch(e.name, p) for p in EVALUATION_OUTPUTS))]
     if foreign:

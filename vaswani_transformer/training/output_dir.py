@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = [
     "RESUME_MUST_MATCH",
     "check_output_dir",
+    "check_not_model_dir",
     "prepare_output_dir",
     "resume_differences",
 ]
@@ -64,6 +65,26 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool, resume: boo
         f"--output_dir {path} is not empty ({_listing(path)}); pass --overwrite_output_dir to replace it"
         + (" or --resume_from_checkpoint latest to continue the run in it" if resume is not None else "")
     )
+
+
+def check_not_model_dir(output_dir: str | os.PathLike, model: str | os.PathLike, command: str) -> None:
+    """Refuse an `--output_dir` that is the `--model` directory or a folder holding it, whatever
+    `--overwrite_output_dir` says: replacing it would delete the model the command reads.
+
+    Args:
+        output_dir: the folder the command would write (or replace).
+        model: the `--model` argument; a Hub id (no such local folder) is never refused.
+        command: what the command does, for the message ("evaluation", "the export").
+
+    Raises:
+        FileExistsError: naming both folders and what to do.
+    """
+    model_dir, output = Path(model).resolve(), Path(output_dir).resolve()
+    if Path(model).is_dir() and (model_dir == output or output in model_dir.parents):
+        raise FileExistsError(
+            f"--output_dir {output_dir} is or holds the --model directory {model}; {command} never writes over a "
+            "model or training run: choose another --output_dir"
+        )
 
 
 def prepare_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> Path:
