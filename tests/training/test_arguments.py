@@ -144,3 +144,10 @@ def test_case8_command_line_ints_reject_floats_and_user_errors_are_one_line_exit
 
     with pytest.raises(KeyError):  # not a user error: the traceback stays
         cli.run(bug, [])
+
+
+@pytest.mark.parametrize("value", ["0", "-8"])
+def test_pad_to_multiple_of_must_be_positive(value):
+    with pytest.raises(ValueError, match=f"--pad_to_multiple_of must be positive .*got {value}"):
+        parse_arguments(["--output_dir", "x", "--pad_to_multiple_of", value])
+    assert parse_arguments(["--output_dir", "x"])[2].pad_to_multiple_of == 8

@@ -13,7 +13,12 @@ import torch
 from safetensors.torch import save_file
 
 from vaswani_transformer.training.averaging import average_checkpoints, load_averaged_into
-from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
+from vaswani_transformer.training.batching import (
+    TokenBatchSampler,
+    build_collator,
+    non_pad_tokens,
+    padded_lengths,
+)
 from vaswani_transformer.training.checkpoints import (
     TRAINER_STATE_NAME,
     TrainerState,
@@ -176,6 +181,26 @@ def test_token_batches_ranks_disjoint_and_equal(lengths, world):
     assert per_rank[1][0] == list(global_batches)[1]
 
 
+@pytest.mark.parametrize("multiple", [8, 16])
+def test_token_batches_count_the_collators_rounding(lengths, multiple):
+    """With pad_to_multiple_of, the budget holds for lengths as the collator pads them (rounded up)."""
+    src, tgt = lengths
+    sampler = TokenBatchSampler(src, tgt, max_tokens=500, seed=1, pad_to_multiple_of=multiple)
+    batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(src)))
+    rounded = [-(-length // multiple) * multiple for length in range(800)]
+    for batch in batches:
+        if batch != [7]:
+            assert len(batch) * max(rounded[src[i]] for i in batch) <= 500
+            assert len(batch) * max(rounded[tgt[i]] for i in batch) <= 500
+    # The rounding costs batches: without it some batch would overflow the budget once padded.
+    unrounded = list(TokenBatchSampler(src, tgt, max_tokens=500, seed=1))
+    assert any(len(b) * max(rounded[src[i]] for i in b) > 500 for b in unrounded if b != [7])
+    assert padded_lengths([1, 8, 9, 16, 17], multiple).tolist() == [rounded[n] for n in (1, 8, 9, 16, 17)]
+    with pytest.raises(ValueError, match="pad_to_multiple_of"):
+        TokenBatchSampler(src, tgt, 500, pad_to_multiple_of=0)
+
+
 def test_token_batch_sampler_rejects_bad_input():
     with pytest.raises(ValueError):
         TokenBatchSampler([1, 2], [1], 10)
@@ -200,6 +225,12 @@ def test_collator_pads_labels_with_minus_100():
     assert batch["input_ids"].tolist() == [[5, 6, 2], [5, 2, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[7, 2, -100, -100], [7, 8, 9, 2]]
+    rounded = build_collator(tokenizer, pad_to_multiple_of=8)(
+        [{"input_ids": [5, 6, 2], "attention_mask": [1, 1, 1], "labels": [7, 8, 9, 2]}] * 2
+    )
+    assert rounded["input_ids"].tolist() == [[5, 6, 2] + [0] * 5] * 2
+    assert rounded["attention_mask"].tolist() == [[1, 1, 1] + [0] * 5] * 2
+    assert rounded["labels"].tolist() == [[7, 8, 9, 2] + [-100] * 4] * 2
 
 
 # §6.1 checkpoint averaging ----------------------------------------------------------------------------------------

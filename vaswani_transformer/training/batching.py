@@ -22,40 +22,62 @@ from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 from vaswani_transformer.generation_vaswani_transformer import pack_token_batches
 
 
-__all__ = ["TokenBatchSampler", "build_collator", "evaluation_batches", "make_token_batches", "non_pad_tokens"]
+__all__ = [
+    "TokenBatchSampler",
+    "build_collator",
+    "evaluation_batches",
+    "make_token_batches",
+    "non_pad_tokens",
+    "padded_lengths",
+]
+
+
+def padded_lengths(lengths: Sequence[int] | np.ndarray, pad_to_multiple_of: int = 1) -> np.ndarray:
+    """`lengths` rounded up to a multiple of `pad_to_multiple_of` (tokens): the length a batch is padded to when
+    these are its longest items (`build_collator` with the same `pad_to_multiple_of`). Returns an int64 array."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return -(-lengths // pad_to_multiple_of) * pad_to_multiple_of
 
 
 def make_token_batches(
-    lengths_src: np.ndarray, lengths_tgt: np.ndarray, max_tokens: int, order: np.ndarray
+    lengths_src: np.ndarray, lengths_tgt: np.ndarray, max_tokens: int, order: np.ndarray, pad_to_multiple_of: int = 1
 ) -> list[list[int]]:
     """Greedily cut `order` (indices already sorted by length) into batches within the token budget.
 
     A batch of n pairs costs n * max(source lengths) padded source tokens and n * max(target lengths) padded
-    target tokens; both must be <= `max_tokens`. A single pair longer than `max_tokens` forms its own batch
-    (it cannot be split; truncate or filter it upstream if that is not wanted).
+    target tokens, each length rounded up to a multiple of `pad_to_multiple_of` as the collator pads it; both must
+    be <= `max_tokens`. A single pair longer than `max_tokens` forms its own batch (it cannot be split; truncate or
+    filter it upstream if that is not wanted).
 
     Args:
         lengths_src, lengths_tgt: (num_pairs,) token counts per pair (source `input_ids`, target `labels`).
         max_tokens: padded-token budget per side per batch (tokens).
         order: (num_pairs,) permutation of the indices, in the order they are packed.
+        pad_to_multiple_of: the collator's rounding of padded lengths (1: none).
 
     Returns:
         Batches as lists of dataset indices; together they contain every index of `order` exactly once.
     """
-    return pack_token_batches(order.tolist(), [lengths_src, lengths_tgt], max_tokens)
+    sides = [padded_lengths(lengths, pad_to_multiple_of) for lengths in (lengths_src, lengths_tgt)]
+    return pack_token_batches(order.tolist(), sides, max_tokens)
 
 
 def evaluation_batches(
-    lengths_src: Sequence[int], lengths_tgt: Sequence[int], max_tokens: int, rank: int = 0, num_replicas: int = 1
+    lengths_src: Sequence[int],
+    lengths_tgt: Sequence[int],
+    max_tokens: int,
+    rank: int = 0,
+    num_replicas: int = 1,
+    pad_to_multiple_of: int = 1,
 ) -> list[list[int]]:
     """Token batches of an evaluation set in length order (no shuffling), every `num_replicas`-th one for `rank`.
 
     Unlike training batches, none is dropped: together the ranks' batches cover every pair exactly once.
-    Lengths in tokens; returns lists of dataset indices.
+    Lengths in tokens; returns lists of dataset indices. `pad_to_multiple_of` as in `make_token_batches`.
     """
     lengths_src, lengths_tgt = np.asarray(lengths_src), np.asarray(lengths_tgt)
     order = np.lexsort((lengths_tgt, lengths_src))  # by source length, then target length
-    return make_token_batches(lengths_src, lengths_tgt, max_tokens, order)[rank::num_replicas]
+    return make_token_batches(lengths_src, lengths_tgt, max_tokens, order, pad_to_multiple_of)[rank::num_replicas]
 
 
 class TokenBatchSampler(Sampler[list[int]]):
@@ -79,6 +101,7 @@ class TokenBatchSampler(Sampler[list[int]]):
     Args:
         lengths_src, lengths_tgt: per-pair token counts (sequence of ints, length num_pairs).
         max_tokens: padded-token budget per side per batch, per device per forward pass (tokens).
+        pad_to_multiple_of: the collator's rounding of padded lengths, counted in the budget (1: none).
         seed: base seed; each epoch uses `numpy.random.default_rng((seed, epoch))`.
         shuffle: shuffle ties and batch order (training) or not (evaluation).
         num_replicas, rank: data-parallel world size and this process's rank.
@@ -96,6 +119,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         num_replicas: int = 1,
         rank: int = 0,
+        pad_to_multiple_of: int = 1,
     ) -> None:
         self.lengths_src = np.asarray(lengths_src, dtype=np.int64)
         self.lengths_tgt = np.asarray(lengths_tgt, dtype=np.int64)
@@ -109,7 +133,10 @@ class TokenBatchSampler(Sampler[list[int]]):
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if num_replicas <= 0 or not 0 <= rank < num_replicas:
             raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
+        if pad_to_multiple_of <= 0:
+            raise ValueError(f"pad_to_multiple_of must be positive, got {pad_to_multiple_of}")
         self.max_tokens = max_tokens
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
         self.shuffle = shuffle
         self.num_replicas = num_replicas
@@ -129,7 +156,9 @@ class TokenBatchSampler(Sampler[list[int]]):
         indices = rng.permutation(len(self.lengths_src)) if self.shuffle else np.arange(len(self.lengths_src))
         # np.lexsort sorts by the last key first and is stable: by source length, then target length, ties random.
         order = indices[np.lexsort((self.lengths_tgt[indices], self.lengths_src[indices]))]
-        batches = make_token_batches(self.lengths_src, self.lengths_tgt, self.max_tokens, order)
+        batches = make_token_batches(
+            self.lengths_src, self.lengths_tgt, self.max_tokens, order, self.pad_to_multiple_of
+        )
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         batches = batches[: len(batches) - len(batches) % self.num_replicas]
@@ -144,19 +173,27 @@ class TokenBatchSampler(Sampler[list[int]]):
         return len(self.all_batches()) // self.num_replicas
 
 
-def build_collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorForSeq2Seq:
+def build_collator(tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int = 1) -> DataCollatorForSeq2Seq:
     """Pad examples {input_ids, attention_mask, labels} into a batch with transformers' `DataCollatorForSeq2Seq`.
 
     Source ids are padded with the tokenizer's pad id (0) and `attention_mask` with 0; `labels` are padded with
     -100 so the loss ignores them. No model is passed: the model itself builds `decoder_input_ids` by shifting the
-    labels right (`config.decoder_start_token_id`). No `pad_to_multiple_of`, so padded sizes stay within the
-    sampler's `max_tokens`.
+    labels right (`config.decoder_start_token_id`). Both lengths are rounded up to a multiple of
+    `pad_to_multiple_of` (the collator's own option; 1: the longest example), which the samplers count in their
+    `max_tokens` budget, so padded sizes stay within it.
 
     Returns:
         A callable mapping a list of examples to tensors input_ids/attention_mask (batch, src_len) and
         labels (batch, tgt_len), int64.
     """
-    return DataCollatorForSeq2Seq(tokenizer, model=None, padding=True, label_pad_token_id=-100, return_tensors="pt")
+    return DataCollatorForSeq2Seq(
+        tokenizer,
+        model=None,
+        padding=True,
+        label_pad_token_id=-100,
+        pad_to_multiple_of=pad_to_multiple_of if pad_to_multiple_of > 1 else None,
+        return_tensors="pt",
+    )
 
 
 def non_pad_tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:

@@ -172,19 +172,27 @@ def evaluate_translations(
 
 
 @torch.no_grad()
-def validation_loss(accelerator: Accelerator, model, tokenizer, dataset: datasets.Dataset, max_tokens: int) -> float:
+def validation_loss(
+    accelerator: Accelerator,
+    model,
+    tokenizer,
+    dataset: datasets.Dataset,
+    max_tokens: int,
+    pad_to_multiple_of: int = 1,
+) -> float:
     """Label-smoothed cross-entropy per target token on a tokenized set (`training.preprocessing`), all ranks.
 
-    Each rank scores its share of length-sorted token batches (`evaluation_batches`) with the unwrapped model in eval
-    mode under the run's autocast; the sums are reduced over ranks. Leaves the model in train mode.
+    Each rank scores its share of length-sorted token batches (`evaluation_batches`, padded as in training to
+    multiples of `pad_to_multiple_of` tokens) with the unwrapped model in eval mode under the run's autocast; the
+    sums are reduced over ranks. Leaves the model in train mode.
     """
     model = accelerator.unwrap_model(model).eval()
-    collator = build_collator(tokenizer)
+    collator = build_collator(tokenizer, pad_to_multiple_of)
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # (loss * tokens, tokens)
     inputs = dataset.remove_columns(list(LENGTH_COLUMNS))
     for indices in evaluation_batches(
         dataset["source_length"], dataset["target_length"], max_tokens, accelerator.process_index,
-        accelerator.num_processes,
+        accelerator.num_processes, pad_to_multiple_of,
     ):  # fmt: skip
         batch = collator([inputs[i] for i in indices]).to(accelerator.device)
         with accelerator.autocast():
@@ -212,13 +220,15 @@ def validate(
     data: ValidationSet | None,
     *,
     max_tokens: int,
+    pad_to_multiple_of: int = 1,
     generation_max_tokens: int = DEFAULT_MAX_TOKENS,
     batch_size: int | None = None,
     metric,
 ) -> dict:
     """Validation loss (label-smoothed, per target token) and beam-search sacreBLEU/chrF, on every rank.
 
-    The loss is computed in batches of `max_tokens` padded tokens per side (the training budget); translation in
+    The loss is computed in batches of `max_tokens` padded tokens per side, padded to multiples of
+    `pad_to_multiple_of` (the training batches' shapes); translation in
     length-sorted batches of `generation_max_tokens` padded source tokens and at most `batch_size` sentences.
 
     Returns {eval_loss, eval_bleu, eval_chrf, eval_seconds (wall-clock of the translation)}, or {} with a warning
@@ -227,7 +237,8 @@ def validate(
     if data is None or len(data.tokenized) == 0:
         logger.warning("no validation pairs: skipping validation")
         return {}
-    results = {"eval_loss": validation_loss(accelerator, model, tokenizer, data.tokenized, max_tokens)}
+    loss = validation_loss(accelerator, model, tokenizer, data.tokenized, max_tokens, pad_to_multiple_of)
+    results = {"eval_loss": loss}
     scores, _ = evaluate_translations(
         model,
         tokenizer,

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
+import psutil  # a dependency of accelerate
 import torch
 from accelerate import Accelerator, skip_first_batches
 from accelerate.utils import broadcast_object_list, set_seed
@@ -286,9 +287,11 @@ class Interval:
     def record(self, accelerator: Accelerator, state: TrainerState, epoch_length: int, lr: float) -> dict:
         """The log line: sums reduced over ranks. loss is per target token averaged over micro-batches and ranks,
         lr the rate of the step just taken (Eq. 3), tokens_per_second counts all ranks per wall-clock second,
-        epoch is fractional, elapsed_seconds the training time across resumptions."""
+        epoch is fractional, elapsed_seconds the training time across resumptions, rss_mib the largest resident
+        memory of any rank (MiB, `resident_memory_mib`)."""
         sums = torch.tensor([self.loss_sum, self.micro_batches, self.tokens], dtype=torch.float64)
         loss_sum, micro_batches, tokens = accelerator.reduce(sums.to(accelerator.device), reduction="sum").tolist()
+        rss = accelerator.gather(torch.tensor([resident_memory_mib()], dtype=torch.float64, device=accelerator.device))
         return {
             "step": state.step,
             "epoch": round(state.epoch + state.batches_in_epoch / max(epoch_length, 1), 4),
@@ -296,7 +299,14 @@ class Interval:
             "lr": lr,
             "tokens_per_second": round(tokens / max(time.perf_counter() - self.start, 1e-9), 1),
             "elapsed_seconds": round(state.elapsed_seconds, 2),
+            "rss_mib": round(rss.max().item(), 1),
         }
+
+
+def resident_memory_mib() -> float:
+    """This process's resident set size now (psutil's `memory_info().rss`), in MiB: the memory the operating system
+    has given the process and not taken back, the quantity that runs a machine out of memory."""
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def on_any_rank(accelerator: Accelerator, *flags: bool) -> list[bool]:
@@ -507,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=train_args.seed,
         num_replicas=accelerator.num_processes,
         rank=accelerator.process_index,
+        pad_to_multiple_of=train_args.pad_to_multiple_of,
     )
     # Not passed to accelerator.prepare: the sampler already shards batches over ranks (see TokenBatchSampler).
     # Its own generator: creating an iterator draws a seed from it, which must not advance the global RNG that
@@ -514,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dataloader = DataLoader(
         train_set.remove_columns(list(LENGTH_COLUMNS)),
         batch_sampler=sampler,
-        collate_fn=build_collator(tokenizer),
+        collate_fn=build_collator(tokenizer, train_args.pad_to_multiple_of),
         generator=torch.Generator().manual_seed(train_args.seed),
     )
 
@@ -555,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tokenizer,
         validation_set(tokenized["validation"], raw["validation"], data_args) if "validation" in tokenized else None,
         max_tokens=train_args.max_tokens,
+        pad_to_multiple_of=train_args.pad_to_multiple_of,
         generation_max_tokens=train_args.eval_max_tokens,
         batch_size=train_args.eval_batch_size,
         metric=metric,
