@@ -1,0 +1,210 @@
+"""A WMT-size parallel corpus made from Multi30k: the stand-in for WMT 2014 EN-DE (4.5M pairs) that this machine can
+build without the network.
+
+    python -m benchmarks.scale.corpus --pairs 4500000 --output /tmp/scale-4.5m [--formats text jsonl parquet arrow]
+
+Each synthetic training pair joins 1 + min(Poisson(`EXTRA_PIECES_MEAN`), `MAX_PIECES` - 1) random aligned Multi30k
+training pairs with a space, source with source and target with target, so a pair stays a translation and has
+WMT-like lengths: Multi30k EN has ~13 words a sentence, joined pairs ~24 words (WMT 2014 EN-DE training text:
+~23 English words a sentence), with a tail up to `MAX_PIECES` sentences. Validation and test are Multi30k's own
+val and test_2016_flickr, unchanged (as newstest is separate from WMT's training text). Pairs are generated in
+chunks of `chunk` pairs from `numpy.random.default_rng(seed)`, so memory stays bounded and the same seed gives the
+same corpus in every format.
+
+Formats written under `--output` (each one a complete copy of the corpus):
+- `text/`: `{train,val,test_2016_flickr}.{lang}` line-aligned UTF-8 (train plain, val/test Multi30k's `.gz`), for
+  `--data_dir`;
+- `jsonl/`: `{train,validation,test}.jsonl`, `{"translation": {src: ..., tgt: ...}}` a line (`datasets`' `to_json`),
+  for `--train_file`/`--validation_file`/`--test_file`;
+- `parquet/`: `{train,validation,test}.parquet` (`datasets`' `to_parquet`): the layout of Hub datasets such as
+  `wmt14`, so `load_dataset("<output>/parquet")` is the same call as `load_dataset("wmt14", "de-en")`;
+- `arrow/`: `datasets.DatasetDict.save_to_disk` (Arrow files, memory-mapped by `load_from_disk`).
+
+Writes `<output>/corpus.json`: pairs, words per side (mean, 99th percentile), bytes per format, seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
+
+
+__all__ = ["EXTRA_PIECES_MEAN", "FORMATS", "MAX_PIECES", "build_corpus", "main", "synthetic_chunks"]
+
+EXTRA_PIECES_MEAN = 0.85  # mean Multi30k sentences joined beyond the first (Poisson): ~1.85 a pair, ~24 EN words
+MAX_PIECES = 6  # at most this many Multi30k sentences in one pair (~80 words, WMT's long tail)
+FORMATS = ("text", "jsonl", "parquet", "arrow")
+SPLIT_STEMS = {"validation": "val", "test": "test_2016_flickr"}  # Multi30k file stems of the held-out splits
+
+
+def synthetic_chunks(
+    sources: list[str], targets: list[str], pairs: int, seed: int = 0, chunk: int = 250_000
+) -> Iterator[tuple[list[str], list[str]]]:
+    """Joined pairs (see the module docstring) in chunks of at most `chunk` pairs: `(sources, targets)` lists.
+
+    Args:
+        sources, targets: aligned sentences (Multi30k train), the same length.
+        pairs: synthetic pairs to make in all.
+
+    Raises:
+        ValueError: if `sources` and `targets` differ in length or are empty, or `pairs` or `chunk` is not positive.
+    """
+    if len(sources) != len(targets) or not sources:
+        raise ValueError(f"need aligned, non-empty sentences, got {len(sources)} sources and {len(targets)} targets")
+    if pairs <= 0 or chunk <= 0:
+        raise ValueError(f"pairs and chunk must be positive, got pairs={pairs}, chunk={chunk}")
+    source_array, target_array = np.array(sources, dtype=object), np.array(targets, dtype=object)
+    rng = np.random.default_rng(seed)
+    for start in range(0, pairs, chunk):
+        count = min(chunk, pairs - start)
+        pieces = 1 + np.minimum(rng.poisson(EXTRA_PIECES_MEAN, count), MAX_PIECES - 1)
+        groups = np.split(rng.integers(0, len(sources), int(pieces.sum())), np.cumsum(pieces)[:-1])
+        yield [" ".join(source_array[g]) for g in groups], [" ".join(target_array[g]) for g in groups]
+
+
+def _bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def build_corpus(
+    output: str | Path,
+    pairs: int,
+    *,
+    multi30k_dir: str | Path | None = None,
+    languages: tuple[str, str] = ("en", "de"),
+    formats: tuple[str, ...] = FORMATS,
+    seed: int = 0,
+    chunk: int = 250_000,
+) -> dict:
+    """Write the corpus of `pairs` training pairs in `formats` under `output` (see the module docstring).
+
+    Args:
+        output: a folder that must not exist yet (it is created; nothing is overwritten).
+        multi30k_dir: where Multi30k is (default `training.data.default_data_dir()`).
+        languages: (source, target) language codes present in Multi30k (en, de, fr, cs).
+
+    Returns:
+        The statistics also written to `<output>/corpus.json`.
+
+    Raises:
+        FileExistsError: if `output` exists.
+        ValueError: for an unknown format or bad sizes.
+        FileNotFoundError: if Multi30k is missing (names the file).
+    """
+    output = Path(output)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown formats {unknown}: choose from {list(FORMATS)}")
+    if output.exists():
+        raise FileExistsError(f"{output} exists: give a new folder (the corpus never overwrites one)")
+    source_lang, target_lang = languages
+    multi30k_dir = Path(multi30k_dir or default_data_dir())
+    started = time.perf_counter()
+    multi30k = load_parallel_dataset(source_lang, target_lang, data_dir=multi30k_dir)
+    train = multi30k["train"]["translation"]
+    sources, targets = [pair[source_lang] for pair in train], [pair[target_lang] for pair in train]
+    output.mkdir(parents=True)
+
+    words: dict[str, list[np.ndarray]] = {source_lang: [], target_lang: []}  # per chunk, from the first pass
+
+    def chunks() -> Iterator[tuple[list[str], list[str]]]:
+        first_pass = not words[source_lang]
+        for chunk_sources, chunk_targets in synthetic_chunks(sources, targets, pairs, seed, chunk):
+            if first_pass:
+                for lang, texts in ((source_lang, chunk_sources), (target_lang, chunk_targets)):
+                    words[lang].append(np.array([len(text.split()) for text in texts], dtype=np.int32))
+            yield chunk_sources, chunk_targets
+
+    if "text" in formats:
+        text = output / "text"
+        text.mkdir()
+        with (
+            (text / f"train.{source_lang}").open("w", encoding="utf-8") as source_file,
+            (text / f"train.{target_lang}").open("w", encoding="utf-8") as target_file,
+        ):
+            for chunk_sources, chunk_targets in chunks():
+                source_file.write("\n".join(chunk_sources) + "\n")
+                target_file.write("\n".join(chunk_targets) + "\n")
+        for stem in SPLIT_STEMS.values():
+            for lang in languages:
+                shutil.copyfile(multi30k_dir / f"{stem}.{lang}.gz", text / f"{stem}.{lang}.gz")
+
+    def rows() -> Iterator[dict]:
+        for chunk_sources, chunk_targets in chunks():
+            for source, target in zip(chunk_sources, chunk_targets, strict=True):
+                yield {"translation": {source_lang: source, target_lang: target}}
+
+    if set(formats) - {"text"}:
+        # The training split is written once to Arrow (datasets' cache, in `output`), then exported from there.
+        features = datasets.Features({"translation": datasets.Translation(languages=list(languages))})
+        cache = output / ".cache"
+        corpus = datasets.DatasetDict(
+            {
+                "train": datasets.Dataset.from_generator(rows, features=features, cache_dir=str(cache)),
+                **{split: multi30k[split].cast(features) for split in SPLIT_STEMS},
+            }
+        )
+        if "jsonl" in formats:
+            for split, dataset in corpus.items():
+                dataset.to_json(output / "jsonl" / f"{split}.jsonl", lines=True, force_ascii=False)
+        if "parquet" in formats:
+            for split, dataset in corpus.items():
+                dataset.to_parquet(output / "parquet" / f"{split}.parquet")
+        if "arrow" in formats:
+            corpus.save_to_disk(output / "arrow")
+        del corpus
+        shutil.rmtree(cache)
+    counts = {lang: np.concatenate(arrays) for lang, arrays in words.items()}
+    stats = {
+        "pairs": pairs,
+        "languages": list(languages),
+        "seed": seed,
+        "multi30k_train_pairs": len(sources),
+        "words_per_sentence": {
+            lang: {"mean": round(float(count.mean()), 2), "p99": float(np.percentile(count, 99))}
+            for lang, count in counts.items()
+        },
+        "bytes": {name: _bytes(output / name) for name in formats},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (output / "corpus.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (see the module docstring): build the corpus, print its statistics."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1_000_000, help="Training pairs (1M; WMT14 EN-DE has 4.5M).")
+    parser.add_argument("--output", type=Path, required=True, help="A new folder (a temp folder, not the repo).")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--source_lang", default="en")
+    parser.add_argument("--target_lang", default="de")
+    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.pairs <= 0:
+        parser.error(f"--pairs must be positive, got {args.pairs}")
+    if args.output.exists():
+        parser.error(f"--output {args.output} exists: give a new folder")
+    stats = build_corpus(
+        args.output,
+        args.pairs,
+        multi30k_dir=args.data_dir,
+        languages=(args.source_lang, args.target_lang),
+        formats=tuple(args.formats),
+        seed=args.seed,
+    )
+    print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()
