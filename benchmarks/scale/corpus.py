@@ -5,7 +5,7 @@ build without the network.
 
 Each synthetic training pair joins 1 + min(Poisson(`EXTRA_PIECES_MEAN`), `MAX_PIECES` - 1) random aligned Multi30k
 training pairs with a space, source with source and target with target, so a pair stays a translation and has
-WMT-like lengths: Multi30k EN has ~13 words a sentence, joined pairs ~24 words (WMT 2014 EN-DE training text:
+WMT-like lengths: Multi30k EN has ~13 words a sentence, joined pairs ~22 words (WMT 2014 EN-DE training text:
 ~23 English words a sentence), with a tail up to `MAX_PIECES` sentences. Validation and test are Multi30k's own
 val and test_2016_flickr, unchanged (as newstest is separate from WMT's training text). Pairs are generated in
 chunks of `chunk` pairs from `numpy.random.default_rng(seed)`, so memory stays bounded and the same seed gives the
@@ -40,7 +40,7 @@ from vaswani_transformer.training.data import default_data_dir, load_parallel_da
 
 __all__ = ["EXTRA_PIECES_MEAN", "FORMATS", "MAX_PIECES", "build_corpus", "main", "synthetic_chunks"]
 
-EXTRA_PIECES_MEAN = 0.85  # mean Multi30k sentences joined beyond the first (Poisson): ~1.85 a pair, ~24 EN words
+EXTRA_PIECES_MEAN = 0.85  # mean Multi30k sentences joined beyond the first (Poisson): ~1.85 a pair, ~22 EN words
 MAX_PIECES = 6  # at most this many Multi30k sentences in one pair (~80 words, WMT's long tail)
 FORMATS = ("text", "jsonl", "parquet", "arrow")
 SPLIT_STEMS = {"validation": "val", "test": "test_2016_flickr"}  # Multi30k file stems of the held-out splits
