@@ -23,11 +23,12 @@ RSS against training minutes (matplotlib). Exits 1, after writing its results, i
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from vaswani_transformer.training.bleu_curve import log_records
 
 from . import REPO_ROOT, RESULTS_DIR
 from .report import machine_name, write_report
@@ -49,13 +50,7 @@ def rss_samples(log_path: str | Path) -> list[tuple[int, float, float]]:
     """
     path = Path(log_path)
     samples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not a JSON line ({error.msg})") from error
+    for _, record in log_records(path):
         if "rss_mib" in record:
             samples.append((record["step"], record["elapsed_seconds"] / 60, float(record["rss_mib"])))
     if not samples:

@@ -9,11 +9,28 @@ with the same step. The final test score (`test_bleu`) is drawn as a marker at t
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
-__all__ = ["bleu_curve", "main"]
+__all__ = ["bleu_curve", "log_records", "main"]
+
+
+def log_records(log_path: str | Path) -> Iterator[tuple[int, dict]]:
+    """`(line number, record)` for each non-blank line of a run's `log.jsonl`, in order.
+
+    Raises:
+        FileNotFoundError: if `log_path` does not exist.
+        ValueError: naming the file and line number of a line that is not JSON.
+    """
+    path = Path(log_path)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not a JSON line ({error.msg})") from error
 
 
 def bleu_curve(log_path: str | Path) -> tuple[list[tuple[float, float]], float | None, float]:
@@ -26,13 +43,7 @@ def bleu_curve(log_path: str | Path) -> tuple[list[tuple[float, float]], float |
     """
     elapsed_by_step, validation, test_bleu, last_minutes = {}, [], None, 0.0
     path = Path(log_path)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not a JSON line ({error.msg})") from error
+    for number, record in log_records(path):
         if "elapsed_seconds" in record:
             elapsed_by_step[record["step"]] = record["elapsed_seconds"] / 60
             last_minutes = max(last_minutes, elapsed_by_step[record["step"]])
