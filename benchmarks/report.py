@@ -70,11 +70,12 @@ def machine_name(device: str) -> str:
 
 def write_report(results: dict, output: str | Path, stem: str, report: str) -> Path:
     """Write `results` to `<output>/<stem>.json` and the markdown `report` to `<output>/<stem>.md` (creating
-    `output`), print the report, and return the path without suffix. Errors: OSError from the file system."""
+    `output`), print the report, and return `<output>/<stem>` (add suffixes with `f"{path}.png"`: a stem may hold
+    dots, which `Path.with_suffix` would cut). Errors: OSError from the file system."""
     path = Path(output) / stem
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    path.with_suffix(".md").write_text(report)
+    Path(f"{path}.json").write_text(json.dumps(results, indent=2) + "\n")
+    Path(f"{path}.md").write_text(report)
     print(report)
     return path
 

@@ -414,7 +414,7 @@ def main() -> None:
     results["wall_seconds"] = time.perf_counter() - started
 
     stem = write_report(results, args.output, results["machine"], markdown(results))
-    bar_chart(results, base, stem.with_suffix(".png"))
+    bar_chart(results, base, Path(f"{stem}.png"))
     print(f"wrote {stem}.json, .md, .png in {results['wall_seconds']:.0f} s")
     if not results["translation"]["identical_translations"]:
         raise SystemExit("ours and MarianMT produced different translations (token ids); see the JSON")

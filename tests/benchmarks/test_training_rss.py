@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from benchmarks.report import machine_name
 from benchmarks.training_rss import MAX_PEAK_MIB, main, memory_growth, rss_samples
 
 
@@ -67,3 +68,11 @@ def test_cli_writes_its_results_then_fails_a_target_that_does_not_hold(tmp_path,
     assert [entry["holds"] for entry in results["targets"].values()] == holds
     assert len(results["samples"]) == 3 and written.with_suffix(".md").is_file()
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_folder_with_dots_names_the_whole_results_file(tmp_path):
+    log = tmp_path / "scale-4.5m" / "log.jsonl"
+    write_log(log, {2.0: 800.0, 6.0: 1000.0, 30.0: 1010.0})
+    assert main(["--log", str(log), "--output", str(tmp_path / "results")]) == 0
+    stem = f"{machine_name('cpu')}-training-rss-scale-4.5m"
+    assert sorted(path.name for path in (tmp_path / "results").iterdir()) == [f"{stem}.json", f"{stem}.md"]
