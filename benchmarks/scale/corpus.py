@@ -97,13 +97,15 @@ def build_corpus(
 
     Raises:
         FileExistsError: if `output` exists.
-        ValueError: for an unknown format or bad sizes.
+        ValueError: for an unknown format, or `pairs` or `chunk` not positive (before anything is written).
         FileNotFoundError: if Multi30k is missing (names the file).
     """
     output = Path(output)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown formats {unknown}: choose from {list(FORMATS)}")
+    if pairs <= 0 or chunk <= 0:
+        raise ValueError(f"pairs and chunk must be positive, got pairs={pairs}, chunk={chunk}")
     if output.exists():
         raise FileExistsError(f"{output} exists: give a new folder (the corpus never overwrites one)")
     source_lang, target_lang = languages
@@ -191,18 +193,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.pairs <= 0:
-        parser.error(f"--pairs must be positive, got {args.pairs}")
-    if args.output.exists():
-        parser.error(f"--output {args.output} exists: give a new folder")
-    stats = build_corpus(
-        args.output,
-        args.pairs,
-        multi30k_dir=args.data_dir,
-        languages=(args.source_lang, args.target_lang),
-        formats=tuple(args.formats),
-        seed=args.seed,
-    )
+    try:  # build_corpus checks every argument before it writes anything
+        stats = build_corpus(
+            args.output,
+            args.pairs,
+            multi30k_dir=args.data_dir,
+            languages=(args.source_lang, args.target_lang),
+            formats=tuple(args.formats),
+            seed=args.seed,
+        )
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
     print(json.dumps(stats, indent=2))
 
 

@@ -54,3 +54,6 @@ def test_every_format_holds_the_same_corpus(multi30k_dir, tmp_path):
     assert text["test"]["translation"] == multi30k["test"]["translation"]
     with pytest.raises(FileExistsError, match="never overwrites"):
         build_corpus(output, 10, multi30k_dir=multi30k_dir)
+    with pytest.raises(ValueError, match="pairs=0"):
+        build_corpus(tmp_path / "empty", 0, multi30k_dir=multi30k_dir)
+    assert not (tmp_path / "empty").exists()  # checked before anything is written
