@@ -651,6 +651,10 @@ class VaswaniTransformerModel(VaswaniTransformerPreTrainedModel):
         super().__init__(config)
         self.encoder = VaswaniTransformerEncoder(config)
         self.decoder = VaswaniTransformerDecoder(config)
+        if config.tie_word_embeddings:
+            # One module, not two modules holding one tensor: FSDP2 (`fully_shard`) groups a shared tensor by
+            # module, and rejects a tensor owned by two modules in different groups. State-dict keys are unchanged.
+            self.decoder.embed_tokens = self.encoder.embed_tokens
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:

@@ -2,7 +2,9 @@
 
 Layout of `output_dir`:
     checkpoint-{step}/         complete: model.safetensors, optimizer.bin, scheduler.bin, random_states_{rank}.pkl
-                               (accelerate's files) and trainer_state.json (ours, written last)
+                               (accelerate's files) and trainer_state.json (ours, written last); under FSDP
+                               accelerate writes pytorch_model_fsdp_0/ and optimizer_0/ (sharded, one file per rank)
+                               and we add the consolidated model.safetensors
     checkpoint-{step}.tmp/     being written; never loaded, removed by the next save of that step
 
 A checkpoint becomes visible only through `os.replace(checkpoint-{step}.tmp, checkpoint-{step})`, an atomic rename
@@ -24,8 +26,12 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from accelerate.utils import save
 from safetensors import SafetensorError, safe_open
+
+from vaswani_transformer.training.fsdp import consolidated_state_dict, is_fsdp
 
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
+MODEL_FILE = "model.safetensors"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -112,13 +119,19 @@ def rotate_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> list[
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str | os.PathLike, state: TrainerState, keep: int | None = None
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    state: TrainerState,
+    keep: int | None = None,
+    model: torch.nn.Module | None = None,
 ) -> Path:
     """Save an atomic `checkpoint-{state.step}` and keep only the newest `keep` checkpoints.
 
     Must be called on every process (accelerate writes one RNG-state file per rank). Order: remove a stale
     `.tmp` of the same step, `accelerator.save_state(tmp)`, write trainer_state.json last, `os.replace` to the final
-    name, rotate. Returns the final path.
+    name, rotate. Under FSDP, whose `save_state` writes sharded files, the prepared `model` is also consolidated
+    into `model.safetensors` (`training.fsdp.consolidated_state_dict`), the file checkpoint averaging reads.
+    Returns the final path.
     """
     final = Path(output_dir, f"checkpoint-{state.step}")
     tmp = final.with_name(final.name + ".tmp")
@@ -126,6 +139,8 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    if model is not None and is_fsdp(accelerator):
+        save(consolidated_state_dict(accelerator, model), tmp / MODEL_FILE, safe_serialization=True)  # main only
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state.save(tmp)

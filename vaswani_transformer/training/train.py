@@ -64,6 +64,7 @@ from vaswani_transformer.training.evaluation import (
     validate,
     write_results,
 )
+from vaswani_transformer.training.fsdp import enable_fsdp_on_cpu, full_model
 from vaswani_transformer.training.hub import check_hub_access
 from vaswani_transformer.training.model_card import render_model_card
 from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir, resume_differences
@@ -403,7 +404,7 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
                 run.log.write({"step": state.step, **run.validate()})
                 interval.start = time.perf_counter()  # validation time does not count as training throughput
             if (args.save_steps > 0 and state.step % args.save_steps == 0) or save_due:
-                save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args))
+                save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args), model=model)
                 last_save, last_saved_step = time.perf_counter(), state.step
             if reason:
                 break
@@ -413,7 +414,7 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
     progress.close()
     logger.info("stopped at step %d (epoch %d): %s", state.step, state.epoch, reason)
     if args.saves_checkpoints and last_saved_step != state.step:
-        save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args))
+        save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args), model=model)
     return state
 
 
@@ -482,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         project_dir=train_args.output_dir,
         step_scheduler_with_optimizer=False,  # the Eq. 3 schedule steps once per optimizer step, in `train`
     )
+    enable_fsdp_on_cpu(accelerator)  # an FSDP launch with --use_cpu true: accelerate's FSDP2 on CPU (training.fsdp)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("vaswani_transformer").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     datasets.utils.logging.set_verbosity_error()
@@ -559,29 +561,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     if train_args.report_to != "none":
         accelerator.init_trackers("vaswani_transformer", config={k: v for k, v in arguments.items() if v is not None})
     metric = load_metric()
-    validate_now = functools.partial(
+    has_validation = "validation" in tokenized
+    pairs = validation_set(tokenized["validation"], raw["validation"], data_args) if has_validation else None
+    validate_with = functools.partial(
         validate,
         accelerator,
-        model,
-        tokenizer,
-        validation_set(tokenized["validation"], raw["validation"], data_args) if "validation" in tokenized else None,
+        tokenizer=tokenizer,
+        data=pairs,
         max_tokens=train_args.max_tokens,
         pad_to_multiple_of=train_args.pad_to_multiple_of,
         generation_max_tokens=train_args.eval_max_tokens,
         batch_size=train_args.eval_batch_size,
         metric=metric,
     )
-    run = TrainingRun(train_args, accelerator, model, optimizer, scheduler, dataloader, log, validate_now)
+    # Beam search never runs sharded: under FSDP each validation decodes with an all-gathered copy (training.fsdp).
+    run = TrainingRun(
+        train_args, accelerator, model, optimizer, scheduler, dataloader, log,
+        lambda: validate_with(model=full_model(accelerator, model)),
+    )  # fmt: skip
     state = train(run, state)
 
     # §6.1: average the last checkpoints, save the model, score the test split.
-    unwrapped = accelerator.unwrap_model(model)
-    results = {"step": state.step, "epoch": state.epoch, "elapsed_seconds": round(state.elapsed_seconds, 2)}
+    unwrapped = full_model(accelerator, model)  # the model itself, or under FSDP its all-gathered copy
+    results = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "elapsed_seconds": round(state.elapsed_seconds, 2),
+        "distributed_type": accelerator.distributed_type.value,
+        "num_processes": accelerator.num_processes,
+    }
     if train_args.average_last_k > 1:
         results["averaged_checkpoints"] = average_last_checkpoints(
             unwrapped, out, train_args.average_last_k, accelerator.device
         )
-    check_ranks_identical(accelerator, model)
+    check_ranks_identical(accelerator, unwrapped)
     if accelerator.is_main_process:
         unwrapped.save_pretrained(out)
         tokenizer.save_pretrained(out)
