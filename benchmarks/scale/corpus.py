@@ -16,8 +16,10 @@ Formats written under `--output` (each one a complete copy of the corpus):
   `--data_dir`;
 - `jsonl/`: `{train,validation,test}.jsonl`, `{"translation": {src: ..., tgt: ...}}` a line (`datasets`' `to_json`),
   for `--train_file`/`--validation_file`/`--test_file`;
-- `parquet/`: `{train,validation,test}.parquet` (`datasets`' `to_parquet`): the layout of Hub datasets such as
-  `wmt14`, so `load_dataset("<output>/parquet")` is the same call as `load_dataset("wmt14", "de-en")`;
+- `parquet/`: `de-en/{train,validation,test}.parquet` (`datasets`' `to_parquet`) and a README.md whose `configs`
+  name the files: the layout of Hub datasets such as `wmt14`, so `load_dataset("<output>/parquet", "de-en")` is
+  the same call as `load_dataset("wmt14", "de-en")` (`--dataset_name <output>/parquet --dataset_config_name de-en`,
+  which is what the WMT presets give with `--dataset_name` replaced);
 - `arrow/`: `datasets.DatasetDict.save_to_disk` (Arrow files, memory-mapped by `load_from_disk`).
 
 Writes `<output>/corpus.json`: pairs, words per side (mean, 99th percentile), bytes per format, seconds.
@@ -34,11 +36,12 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import yaml
 
 from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
 
 
-__all__ = ["EXTRA_PIECES_MEAN", "FORMATS", "MAX_PIECES", "build_corpus", "main", "synthetic_chunks"]
+__all__ = ["EXTRA_PIECES_MEAN", "FORMATS", "MAX_PIECES", "build_corpus", "hub_config_name", "main", "synthetic_chunks"]
 
 EXTRA_PIECES_MEAN = 0.85  # mean Multi30k sentences joined beyond the first (Poisson): ~1.85 a pair, ~22 EN words
 MAX_PIECES = 6  # at most this many Multi30k sentences in one pair (~80 words, WMT's long tail)
@@ -69,6 +72,12 @@ def synthetic_chunks(
         pieces = 1 + np.minimum(rng.poisson(EXTRA_PIECES_MEAN, count), MAX_PIECES - 1)
         groups = np.split(rng.integers(0, len(sources), int(pieces.sum())), np.cumsum(pieces)[:-1])
         yield [" ".join(source_array[g]) for g in groups], [" ".join(target_array[g]) for g in groups]
+
+
+def hub_config_name(languages: tuple[str, str]) -> str:
+    """The configuration name WMT datasets on the Hub give a language pair: the non-English language first
+    ("de-en" for en->de and de->en, as `load_dataset("wmt14", "de-en")`)."""
+    return "-".join(sorted(languages, key=lambda lang: (lang == "en", lang)))
 
 
 def _bytes(path: Path) -> int:
@@ -159,8 +168,12 @@ def build_corpus(
             for split, dataset in corpus.items():
                 dataset.to_json(output / "jsonl" / f"{split}.jsonl", lines=True, force_ascii=False)
         if "parquet" in formats:
+            config = hub_config_name(languages)
             for split, dataset in corpus.items():
-                dataset.to_parquet(output / "parquet" / f"{split}.parquet")
+                dataset.to_parquet(output / "parquet" / config / f"{split}.parquet")
+            files = [{"split": split, "path": f"{config}/{split}.parquet"} for split in corpus]
+            card = yaml.safe_dump({"configs": [{"config_name": config, "data_files": files}]}, sort_keys=False)
+            (output / "parquet" / "README.md").write_text(f"---\n{card}---\nSynthetic corpus (benchmarks/scale).\n")
         if "arrow" in formats:
             corpus.save_to_disk(output / "arrow")
         del corpus

@@ -44,7 +44,8 @@ def test_every_format_holds_the_same_corpus(multi30k_dir, tmp_path):
         validation_file=str(output / "jsonl" / "validation.jsonl"),
         test_file=str(output / "jsonl" / "test.jsonl"),
     )
-    parquet = load_parallel_dataset("en", "de", dataset_name=str(output / "parquet"))
+    # the Hub layout of wmt14: a "de-en" configuration, the same load_dataset call as the WMT presets make
+    parquet = load_parallel_dataset("en", "de", dataset_name=str(output / "parquet"), dataset_config_name="de-en")
     arrow = datasets.load_from_disk(str(output / "arrow"))
     multi30k = load_parallel_dataset("en", "de", data_dir=multi30k_dir)
     for corpus in (jsonl, parquet, arrow):

@@ -15,13 +15,17 @@ over-long pairs is the training code's job.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import itertools
 import os
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 __all__ = [
@@ -49,16 +53,17 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("VASWANI_DATA_DIR", REPO_ROOT.parent / "shared" / "data")) / "multi30k"
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Read a plain or gzip-compressed (`.gz`) UTF-8 text file strictly, one string per line.
+def iter_lines(path: str | os.PathLike) -> Iterator[str]:
+    """Yield the lines of a plain or gzip-compressed (`.gz`) UTF-8 text file strictly, one at a time.
 
     Lines are split on "\\n" only (not on the other Unicode line breaks that `str.splitlines` knows); the "\\n"
-    and a "\\r" before it are removed; nothing else is changed, empty lines are kept.
+    and a "\\r" before it are removed; nothing else is changed, empty lines are kept. Nothing but the current
+    line is held in memory, so files of any size stream through.
 
     Args:
         path: the file; a name ending in ".gz" is decompressed.
 
-    Returns:
+    Yields:
         The lines, in file order (a final "\\n" does not add an empty line).
 
     Raises:
@@ -70,10 +75,10 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"parallel-text file not found: {path}")
     opener = gzip.open if path.name.endswith(".gz") else open
-    lines = []
+    line_number = 0
     try:
         with opener(path, "rb") as handle:
-            for line_number, raw in enumerate(handle, start=1):
+            for line_number, raw in enumerate(handle, start=1):  # noqa: B007 (the error below names it)
                 try:
                     text = raw.decode("utf-8", errors="strict")
                 except UnicodeDecodeError as error:
@@ -81,13 +86,17 @@ def read_lines(path: str | os.PathLike) -> list[str]:
                         f"{path}: line {line_number} is not valid UTF-8 (bytes {raw[error.start : error.end]!r} "
                         f"at byte offset {error.start} of the line: {error.reason})"
                     ) from error
-                lines.append(text.removesuffix("\n").removesuffix("\r"))
+                yield text.removesuffix("\n").removesuffix("\r")
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise ValueError(
-            f"{path}: truncated or corrupt gzip file after {len(lines)} complete lines ({error}); "
+        raise ValueError(  # line_number: the last line read whole
+            f"{path}: truncated or corrupt gzip file after {line_number} complete lines ({error}); "
             "re-download or re-compress it"
         ) from error
-    return lines
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """All lines of a text file as a list (`iter_lines`, same rules and errors): for small files only."""
+    return list(iter_lines(path))
 
 
 def _split_file(data_dir: Path, stem: str, lang: str) -> Path | None:
@@ -132,13 +141,47 @@ def _load_split_from_dir(data_dir: Path, stem: str, source_lang: str, target_lan
     if source_file is None or target_file is None:
         lang = source_lang if source_file is None else target_lang
         raise FileNotFoundError(f"parallel-text file not found: {data_dir / f'{stem}.{lang}'}[.gz]")
-    sources, targets = read_lines(source_file), read_lines(target_file)
-    if len(sources) != len(targets):
-        raise ValueError(
-            f"line counts differ: {source_file} has {len(sources)} lines, {target_file} has {len(targets)} lines"
-        )
-    pairs = [{source_lang: source, target_lang: target} for source, target in zip(sources, targets, strict=True)]
-    return datasets.Dataset.from_dict({"translation": pairs}, features=_translation_features(source_lang, target_lang))
+    features = _translation_features(source_lang, target_lang)
+    if next(iter_lines(source_file), None) is None and next(iter_lines(target_file), None) is None:
+        return datasets.Dataset.from_dict({"translation": []}, features=features)  # `from_generator` needs a row
+    # Scalars only: `from_generator` splits list arguments into shards.
+    stamp = " ".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (source_file, target_file))
+    try:
+        # Written once to an Arrow file in the datasets cache (memory-mapped, not held in Python objects), and
+        # found there again by the next run: the cache key is the generator and its arguments, which include each
+        # file's size and modification time, so an edited file is read again.
+        return datasets.Dataset.from_generator(
+            _pairs_from_files,
+            features=features,
+            gen_kwargs={"source_file": str(source_file), "target_file": str(target_file),
+                        "source_lang": source_lang, "target_lang": target_lang, "stamp": stamp},
+        )  # fmt: skip
+    except datasets.exceptions.DatasetGenerationError as error:  # our own errors name the file: raise those
+        if isinstance(error.__cause__, ValueError | OSError):
+            raise error.__cause__ from None
+        raise
+
+
+def _pairs_from_files(
+    source_file: str, target_file: str, source_lang: str, target_lang: str, stamp: str
+) -> Iterator[dict]:
+    """Yield {"translation": {source_lang: line, target_lang: line}} for the aligned lines of two files, streaming.
+
+    `stamp` (paths, sizes, modification times) only enters `datasets`' cache key. Raises ValueError naming both
+    files and their line counts when one file ends before the other (and `iter_lines`' errors)."""
+    end = object()
+    lines = [iter_lines(source_file), iter_lines(target_file)]
+    count = 0
+    for source, target in itertools.zip_longest(*lines, fillvalue=end):
+        if source is end or target is end:
+            longer = 0 if target is end else 1
+            counts = [count, count]
+            counts[longer] += 1 + sum(1 for _ in lines[longer])
+            raise ValueError(
+                f"line counts differ: {source_file} has {counts[0]} lines, {target_file} has {counts[1]} lines"
+            )
+        count += 1
+        yield {"translation": {source_lang: source, target_lang: target}}
 
 
 def _load_from_dir(
@@ -161,17 +204,35 @@ def _load_from_dir(
 def _validate_translations(dataset: datasets.Dataset, languages: Sequence[str], origin: str) -> None:
     """Check that every row has a `translation` dict holding a string for each language.
 
+    When the column is an Arrow struct of strings (what JSON lines and Hub datasets give), the check runs on the
+    Arrow columns (nulls mark missing texts), without a Python object per row; other layouts are checked row by row.
+
     Raises:
         ValueError: naming `origin` (file or dataset) and the 1-based row of the first bad row.
     """
     if "translation" not in dataset.column_names:
         raise ValueError(f"{origin}: no 'translation' column (columns: {dataset.column_names})")
+    column = dataset.data.column("translation")
+    kind = column.type
+    strings = (pa.string(), pa.large_string())
+    if dataset._indices is None and pa.types.is_struct(kind):
+        if all(kind.get_field_index(lang) >= 0 and kind.field(lang).type in strings for lang in languages):
+            missing = functools.reduce(pc.or_, [pc.is_null(pc.struct_field(column, lang)) for lang in languages])
+            first = pc.index(missing, True).as_py()
+            if first >= 0:
+                _check_pair(dataset[first]["translation"], languages, origin, first + 1)
+            return
     for row, pair in enumerate(dataset["translation"], start=1):
-        if not isinstance(pair, dict):
-            raise ValueError(f"{origin}: row {row} has no 'translation' dict (found {pair!r})")
-        for lang in languages:
-            if not isinstance(pair.get(lang), str):
-                raise ValueError(f"{origin}: row {row} has no {lang!r} text in 'translation' (found {pair!r})")
+        _check_pair(pair, languages, origin, row)
+
+
+def _check_pair(pair, languages: Sequence[str], origin: str, row: int) -> None:
+    """Raise ValueError naming `origin` and the 1-based `row` unless `pair` is a dict with a string per language."""
+    if not isinstance(pair, dict):
+        raise ValueError(f"{origin}: row {row} has no 'translation' dict (found {pair!r})")
+    for lang in languages:
+        if not isinstance(pair.get(lang), str):
+            raise ValueError(f"{origin}: row {row} has no {lang!r} text in 'translation' (found {pair!r})")
 
 
 def _load_from_json(files: dict[str, str], source_lang: str, target_lang: str) -> datasets.DatasetDict:

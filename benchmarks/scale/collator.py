@@ -1,0 +1,103 @@
+"""Does the input pipeline keep a GPU fed? Sampler + collator alone, from the cached Arrow split to padded tensors.
+
+    python -m benchmarks.scale.collator --dataset_name /tmp/vaswani-scale/corpus-4500000/parquet \\
+        --dataset_config_name de-en --tokenizer /tmp/vaswani-scale/runs-4500000/cold [--batches 500]
+
+Tokenizes the train split with `training.preprocessing.tokenize_split` (read back from the datasets cache when the
+training run made it: set `HF_DATASETS_CACHE` to that run's cache), then iterates a `torch.utils.data.DataLoader`
+with the training run's `TokenBatchSampler` (the base preset's 3125 tokens per side, multiples of 8) and
+`build_collator`, as train.py builds it, with 0 and 1 worker processes (pinned memory where CUDA exists), and
+reports padded source + target tokens per second (`input_ids.numel() + labels.numel()` per batch) over `--batches`
+batches after 20 warm-up batches. The peer figure: an H100 trains the base model at a few hundred thousand tokens
+per second (our estimate: 6 * 65M parameters * 300k tokens/s = 1.2e17 FLOP/s, ~12% of its 989 TFLOP/s dense bf16
+peak), so >= 1M padded tokens/s per process leaves the GPU waiting on nothing. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import REPO_ROOT
+
+
+__all__ = ["collator_throughput", "main", "measure"]
+
+
+def measure(dataset_name: str, dataset_config_name: str, tokenizer_dir: str, batches: int, max_tokens: int) -> dict:
+    """Padded tokens/s of the training input pipeline with 0 and 1 DataLoader workers (see the module docstring)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from vaswani_transformer import VaswaniTransformerTokenizerFast
+    from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
+    from vaswani_transformer.training.data import load_parallel_dataset
+    from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_split
+
+    tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(tokenizer_dir)
+    raw = load_parallel_dataset("en", "de", dataset_name=dataset_name, dataset_config_name=dataset_config_name)
+    started = time.perf_counter()
+    train, _ = tokenize_split(raw["train"], tokenizer, ("en", "de"), (256, 256))  # the base preset's limits
+    results = {"tokenize_or_cache_seconds": round(time.perf_counter() - started, 2), "pairs": len(train)}
+    sampler = TokenBatchSampler(*length_columns(train), max_tokens, seed=0, pad_to_multiple_of=8)
+    started = time.perf_counter()
+    results["epoch_batches"] = len(sampler)
+    results["sampler_epoch_seconds"] = round(time.perf_counter() - started, 2)
+    inputs = train.remove_columns(list(LENGTH_COLUMNS))
+    for workers in (0, 1):
+        loader = DataLoader(
+            inputs,
+            batch_sampler=sampler,
+            collate_fn=build_collator(tokenizer, 8),
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+        tokens, count = 0, 0
+        for index, batch in enumerate(loader):
+            if index == 20:
+                started, tokens = time.perf_counter(), 0
+            tokens += batch["input_ids"].numel() + batch["labels"].numel()
+            count = index
+            if index == 20 + batches:
+                break
+        seconds = time.perf_counter() - started
+        results[f"workers_{workers}"] = {"batches": count - 20, "padded_tokens_per_second": round(tokens / seconds)}
+    results["padded_tokens_per_second"] = max(results[f"workers_{w}"]["padded_tokens_per_second"] for w in (0, 1))
+    results["max_tokens"] = max_tokens
+    return results
+
+
+def collator_throughput(parquet_dir: Path, tokenizer_dir: Path, env: dict, batches: int = 500) -> dict:
+    """Run `measure` in a subprocess with `env` added (e.g. the training run's HF_DATASETS_CACHE); return its dict.
+
+    Raises:
+        RuntimeError: if the subprocess fails (with its stderr's end).
+    """
+    command = [sys.executable, "-m", "benchmarks.scale.collator", "--dataset_name", str(parquet_dir)]
+    command += ["--tokenizer", str(tokenizer_dir), "--batches", str(batches)]
+    result = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **env}, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset_name", required=True, help="The corpus (Parquet folder, Hub layout).")
+    parser.add_argument("--dataset_config_name", default="de-en")
+    parser.add_argument("--tokenizer", required=True, help="A saved tokenizer (a training run's output_dir).")
+    parser.add_argument("--batches", type=int, default=500, help="Batches timed per setting, after 20 warm-up.")
+    parser.add_argument("--max_tokens", type=int, default=3125, help="Tokens per side per batch (base preset).")
+    args = parser.parse_args(argv)
+    results = measure(args.dataset_name, args.dataset_config_name, args.tokenizer, args.batches, args.max_tokens)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

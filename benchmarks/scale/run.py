@@ -1,0 +1,193 @@
+"""The paper's scale on this machine, in one command: WMT-size corpora, preprocessing, launch, memory, the collator.
+
+    python -m benchmarks.scale.run                          # 1M and 4.5M pairs, results in benchmarks/results/
+    python -m benchmarks.scale.run --pairs 1000000 --steps 20 --work_dir /tmp/vaswani-scale
+
+Run from the repository root, on a machine that runs nothing else. For each corpus size:
+1. build the synthetic corpus (`benchmarks.scale.corpus`, Parquet in the Hub layout of wmt14) in `--work_dir`,
+   unless it is there already;
+2. cold launch: `training/train.py --config training/configs/wmt14_en_de_base.yaml --dataset_name <corpus>/parquet`
+   (the base preset's recipe and model; `--max_tokens`, `--max_steps` and no validation/test/checkpoints for this
+   CPU), with an empty datasets cache (`HF_DATASETS_CACHE` in the work dir): reading, BPE training (37k tokens,
+   the full corpus) and tokenization all happen, and their times come from train.py's own log lines;
+3. warm launch: the same command into a new output folder: the datasets cache holds the Arrow copy of the corpus,
+   the trained vocabulary and the tokenized split, so the launch goes straight to the model;
+4. the collator alone (`benchmarks.scale.collator`): token batches of the base preset (3125 tokens per side) from
+   the cached Arrow split to padded tensors, padded source + target tokens per second.
+Each launch's resident memory is the sum over the launched process tree, sampled every 0.2 s (psutil), from launch
+to the last step; "first step" is the wall time from launch to the first line of log.jsonl (logging_steps 1).
+Memory per additional million pairs is the slope of the cold peak between the two largest sizes.
+
+Writes `benchmarks/results/<machine>-scale.{json,md}`. Targets (issue "The paper's scale", 4.5M pairs): cold
+tokenization >= 40k pairs/s, warm launch to first step <= 60 s, peak RSS <= 3 GB, collator >= 1M tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from .. import REPO_ROOT, RESULTS_DIR
+from ..report import machine_name, write_report
+from .collator import collator_throughput
+from .corpus import build_corpus, hub_config_name
+
+
+__all__ = ["launch", "main", "phase_seconds"]
+
+PRESET = REPO_ROOT / "training" / "configs" / "wmt14_en_de_base.yaml"
+TARGETS = {"tokenize_pairs_per_second": 40_000, "warm_first_step_seconds": 60, "peak_rss_mib": 3072}
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
+
+
+def phase_seconds(stderr: str, started: float) -> dict:
+    """Times of train.py's preprocessing phases from its log lines (`asctime`, ms): BPE training and tokenization
+    seconds and rate as train.py logs them, and seconds from launch (`started`, epoch seconds) to the model."""
+    phases: dict = {}
+    for line in stderr.splitlines():
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        when = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() - started
+        message = match.group(2)
+        if found := re.match(r"trained the shared BPE vocabulary in ([\d.]+) s", message):
+            phases["bpe_seconds"] = float(found.group(1))
+        if found := re.match(r"train: tokenized (\d+) pairs in ([\d.]+) s \(([\d.]+) pairs/s", message):
+            phases["tokenize_seconds"], phases["tokenize_pairs_per_second"] = float(found[2]), float(found[3])
+        if message.startswith("model: "):
+            phases["launch_to_model_seconds"] = round(when, 1)
+    return phases
+
+
+def launch(corpus: Path, output_dir: Path, cache: Path, steps: int, max_tokens: int) -> dict:
+    """Run train.py on `corpus` (the base preset) into `output_dir`; return its timings and peak memory.
+
+    Raises:
+        RuntimeError: if the run fails (with the end of its stderr).
+    """
+    command = [
+        sys.executable, str(REPO_ROOT / "training" / "train.py"), "--config", str(PRESET),
+        "--dataset_name", str(corpus / "parquet"), "--dataset_config_name", hub_config_name(("en", "de")),
+        "--output_dir", str(output_dir), "--max_steps", str(steps), "--max_tokens", str(max_tokens),
+        "--logging_steps", "1", "--eval_steps", "0", "--do_test", "false", "--save_steps", "0",
+        "--save_minutes", "0", "--average_last_k", "1", "--report_to", "none", "--use_cpu", "true",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    stderr_path = output_dir.with_name(output_dir.name + ".stderr")
+    started, first_step, peak, samples = time.time(), None, 0.0, []
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+            except psutil.Error:  # a process ended between listing and reading
+                rss = 0.0
+            peak = max(peak, rss)
+            samples.append((round(time.time() - started, 1), round(rss, 1)))
+            if first_step is None and (output_dir / "log.jsonl").is_file():
+                if (output_dir / "log.jsonl").read_text().strip():
+                    first_step = time.time() - started
+            time.sleep(0.2)
+    log = stderr_path.read_text()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log[-4000:]}")
+    records = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+    return {
+        "first_step_seconds": round(first_step, 1) if first_step is not None else None,
+        "wall_seconds": round(time.time() - started, 1),
+        "peak_rss_mib": round(peak, 1),
+        "steps": len(records),
+        "median_tokens_per_second": sorted(r["tokens_per_second"] for r in records)[len(records) // 2],
+        **phase_seconds(log, started),
+        "rss_samples": samples[:: max(1, len(samples) // 200)],
+    }
+
+
+def markdown(results: dict) -> str:
+    """The results as a markdown report (one row per corpus size)."""
+    lines = [
+        f"# Scale: WMT-size synthetic corpora on {results['machine']}",
+        "",
+        f"Base preset (65M parameters) for {results['steps']} steps of {results['max_tokens']} tokens per side on "
+        "CPU; datasets cache emptied before each cold launch. Times in seconds, memory in MiB (whole process tree).",
+        "",
+        "| pairs | corpus build | cold: BPE | cold: tokenize (pairs/s) | cold: first step | cold: peak RSS | "
+        "warm: first step | warm: peak RSS | collator tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size in results["sizes"]:
+        cold, warm = size["cold"], size["warm"]
+        lines.append(
+            f"| {size['pairs']:,} | {size['corpus_seconds']} | {cold.get('bpe_seconds')} | "
+            f"{cold.get('tokenize_seconds')} ({cold.get('tokenize_pairs_per_second', 0):,.0f}) | "
+            f"{cold['first_step_seconds']} | {cold['peak_rss_mib']:,.0f} | {warm['first_step_seconds']} | "
+            f"{warm['peak_rss_mib']:,.0f} | {size['collator']['padded_tokens_per_second']:,.0f} |"
+        )
+    if "rss_mib_per_million_pairs" in results:
+        lines += ["", f"Peak RSS per additional million pairs (cold): {results['rss_mib_per_million_pairs']} MiB."]
+    lines += ["", "Targets at the largest size:", ""]
+    for name, check in results["targets"].items():
+        verdict = "holds" if check["holds"] else "MISSED"
+        lines.append(f"- {name}: {check['value']} (target {check['target']}): {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 4_500_000], help="Corpus sizes.")
+    parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per launch (base model, CPU).")
+    parser.add_argument("--max_tokens", type=int, default=1024, help="Tokens per side per batch for the CPU steps.")
+    parser.add_argument("--work_dir", type=Path, default=Path("/tmp/vaswani-scale"), help="Corpora, caches, runs.")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="Where the results files go.")
+    args = parser.parse_args(argv)
+    results = {"machine": machine_name("cpu"), "steps": args.steps, "max_tokens": args.max_tokens, "sizes": []}
+    for pairs in args.pairs:
+        corpus = args.work_dir / f"corpus-{pairs}"
+        if not (corpus / "corpus.json").is_file():
+            build_corpus(corpus, pairs, formats=("parquet",))
+        size = {"pairs": pairs, "corpus_seconds": json.loads((corpus / "corpus.json").read_text())["seconds"]}
+        cache, runs = args.work_dir / f"cache-{pairs}", args.work_dir / f"runs-{pairs}"
+        for path in (cache, runs):
+            shutil.rmtree(path, ignore_errors=True)
+        runs.mkdir(parents=True)
+        for name in ("cold", "warm"):
+            size[name] = launch(corpus, runs / name, cache, args.steps, args.max_tokens)
+            shown = {key: value for key, value in size[name].items() if key != "rss_samples"}
+            print(f"{pairs:,} pairs, {name}: {json.dumps(shown)}", flush=True)
+        env_cache = {"HF_DATASETS_CACHE": str(cache)}
+        size["collator"] = collator_throughput(corpus / "parquet", runs / "cold", env_cache)
+        results["sizes"].append(size)
+    if len(results["sizes"]) > 1:
+        small, large = results["sizes"][-2], results["sizes"][-1]
+        growth = large["cold"]["peak_rss_mib"] - small["cold"]["peak_rss_mib"]
+        slope = growth / ((large["pairs"] - small["pairs"]) / 1e6)
+        results["rss_mib_per_million_pairs"] = round(slope, 1)
+    last = results["sizes"][-1]
+    checks = {
+        "tokenize_pairs_per_second": (last["cold"].get("tokenize_pairs_per_second", 0), ">=", 40_000),
+        "warm_first_step_seconds": (last["warm"]["first_step_seconds"], "<=", 60),
+        "peak_rss_mib": (max(last["cold"]["peak_rss_mib"], last["warm"]["peak_rss_mib"]), "<=", 3072),
+        "collator_padded_tokens_per_second": (last["collator"]["padded_tokens_per_second"], ">=", 1_000_000),
+    }
+    ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+    results["targets"] = {
+        name: {"value": value, "target": f"{op} {bound}", "holds": value is not None and ops[op](value, bound)}
+        for name, (value, op, bound) in checks.items()
+    }
+    write_report(results, args.output, f"{results['machine']}-scale", markdown(results))
+
+
+if __name__ == "__main__":
+    main()
