@@ -46,7 +46,6 @@ from .corpus import build_corpus, hub_config_name
 __all__ = ["launch", "main", "phase_seconds"]
 
 PRESET = REPO_ROOT / "training" / "configs" / "wmt14_en_de_base.yaml"
-TARGETS = {"tokenize_pairs_per_second": 40_000, "warm_first_step_seconds": 60, "peak_rss_mib": 3072}
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
 
 

@@ -24,15 +24,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from vaswani_transformer.training.checkpoints import list_checkpoints
+from vaswani_transformer.training.checkpoints import MODEL_FILE, list_checkpoints
 from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 
 
 __all__ = ["average_checkpoints", "average_last_checkpoints", "load_averaged_into", "main", "model_file"]
 
 logger = logging.getLogger(__name__)
-
-MODEL_FILE = "model.safetensors"
 
 
 def model_file(path: str | os.PathLike) -> Path:

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import save
+from accelerate.utils import SAFE_WEIGHTS_NAME, save
 from safetensors import SafetensorError, safe_open
 
-from vaswani_transformer.training.fsdp import consolidated_state_dict, is_fsdp
+from vaswani_transformer.training.fsdp import is_fsdp
 
 
 __all__ = [
+    "MODEL_FILE",
     "TRAINER_STATE_NAME",
     "TrainerState",
     "check_checkpoint_files",
@@ -50,7 +51,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_NAME = "trainer_state.json"
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = SAFE_WEIGHTS_NAME  # "model.safetensors": the name accelerate's save_state gives the weights
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -130,7 +131,7 @@ def save_checkpoint(
     Must be called on every process (accelerate writes one RNG-state file per rank). Order: remove a stale
     `.tmp` of the same step, `accelerator.save_state(tmp)`, write trainer_state.json last, `os.replace` to the final
     name, rotate. Under FSDP, whose `save_state` writes sharded files, the prepared `model` is also consolidated
-    into `model.safetensors` (`training.fsdp.consolidated_state_dict`), the file checkpoint averaging reads.
+    into `model.safetensors` (accelerate's `get_state_dict`), the file checkpoint averaging reads.
     Returns the final path.
     """
     final = Path(output_dir, f"checkpoint-{state.step}")
@@ -140,7 +141,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     if model is not None and is_fsdp(accelerator):
-        save(consolidated_state_dict(accelerator, model), tmp / MODEL_FILE, safe_serialization=True)  # main only
+        save(accelerator.get_state_dict(model), tmp / MODEL_FILE, safe_serialization=True)  # written by main only
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state.save(tmp)

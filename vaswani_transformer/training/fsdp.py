@@ -13,9 +13,9 @@ the model over the processes; its `save_state` / `load_state` then write and rea
 - `full_model`: the whole model on every rank (all-gathered), for what must not run sharded: beam-search
   validation and the test translation, where ranks decode different sentences for different numbers of steps and
   a sharded forward would wait forever on collectives the other ranks never join.
-- `consolidated_state_dict`: the whole state dict on the main process (accelerate's `get_state_dict`), written as
-  `model.safetensors` into every checkpoint so that checkpoint averaging and `vaswani-average-checkpoints` read FSDP
-  runs exactly like DDP runs.
+`training.checkpoints.save_checkpoint` also writes the whole state dict (accelerate's `get_state_dict`) as
+`model.safetensors` into every FSDP checkpoint, so that checkpoint averaging and `vaswani-average-checkpoints` read
+FSDP runs exactly like DDP runs.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.utils import DistributedType
 
 
-__all__ = ["consolidated_state_dict", "enable_fsdp_on_cpu", "fsdp_requested", "full_model", "is_fsdp"]
+__all__ = ["enable_fsdp_on_cpu", "fsdp_requested", "full_model", "is_fsdp"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +74,6 @@ def enable_fsdp_on_cpu(accelerator: Accelerator) -> bool:
     AcceleratorState._shared_state["fsdp_plugin"] = plugin
     logger.info("FSDP2 on %d CPU processes (gloo)", accelerator.num_processes)
     return True
-
-
-def consolidated_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The full, unsharded state dict on the main process, on CPU (empty on the others); call on every rank.
-
-    accelerate's `get_state_dict` (for FSDP2: `get_model_state_dict(full_state_dict=True, cpu_offload=True)`);
-    for an unsharded model, its plain state dict.
-    """
-    return accelerator.get_state_dict(model)
 
 
 def full_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:

@@ -175,7 +175,6 @@ def get_tokenizer(
         cached = Path(datasets.config.HF_DATASETS_CACHE, "vaswani_transformer_bpe", key)
         if (cached / "tokenizer.json").is_file():
             logger.info("shared BPE vocabulary of this train split and settings found in %s", cached)
-            tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(cached)
         else:
             logger.info("training a %d-token shared BPE vocabulary on %d pairs", args.vocab_size, len(raw_train))
             started = time.perf_counter()
@@ -188,9 +187,7 @@ def get_tokenizer(
                 os.replace(staging, cached)
             except OSError:  # another run stored the same vocabulary meanwhile: keep that one
                 shutil.rmtree(staging)
-        with tempfile.TemporaryDirectory() as folder:
-            tokenizer.save_pretrained(folder)
-            files = [{path.name: path.read_bytes() for path in Path(folder).iterdir()}]
+        files = [{path.name: path.read_bytes() for path in cached.iterdir()}]
     files = broadcast_object_list(files) if accelerator.num_processes > 1 else files
     with tempfile.TemporaryDirectory() as folder:
         for name, content in files[0].items():
