@@ -199,6 +199,31 @@ def test_dataset_name_from_a_local_folder(tmp_path):
     assert raw["test"].column_names == ["translation"] and raw["test"][0]["translation"]["de"] == "Hund."
 
 
+def _hub_layout_folder(folder: Path, rows: int) -> Path:
+    """A dataset folder in the Hub layout of wmt14: de-en/{train,test}.parquet named by README.md `configs`."""
+    for split, count in (("train", rows), ("test", 2)):
+        pairs = [{"en": f"{folder.parent.name} {i}.", "de": f"{folder.parent.name} {i}."} for i in range(count)]
+        datasets.Dataset.from_dict({"translation": pairs}).to_parquet(str(folder / "de-en" / f"{split}.parquet"))
+    data_files = "".join(f"  - split: {split}\n    path: de-en/{split}.parquet\n" for split in ("train", "test"))
+    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: de-en\n  data_files:\n{data_files}---\n")
+    return folder
+
+
+def test_local_folders_with_the_same_layout_do_not_share_a_cache_entry(tmp_path, monkeypatch):
+    """Two local corpora in the same Hub layout and under the same folder name, loaded through one datasets cache:
+    each must give its own rows (datasets 5.2 alone keys such a folder's cache by its name and README patterns and
+    returns the first folder's rows for the second)."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    first, second = (_hub_layout_folder(tmp_path / name / "parquet", rows) for name, rows in (("a", 3), ("b", 5)))
+    for folder, rows in ((first, 3), (second, 5), (first, 3)):
+        raw = load_parallel_dataset("en", "de", dataset_name=str(folder), dataset_config_name="de-en")
+        assert len(raw["train"]) == rows
+        assert raw["train"][0]["translation"]["en"] == f"{folder.parent.name} 0."
+    # The same folder read again comes from the cache (one Arrow copy per folder, not one per load).
+    cached = {Path(f["filename"]).parent for f in raw["train"].cache_files}
+    assert len(cached) == 1 and len(list((tmp_path / "cache").rglob("*-train.arrow"))) == 2
+
+
 def test_source_and_target_texts_stay_aligned_and_respect_the_limit():
     from vaswani_transformer.training.data import source_and_target_texts
 

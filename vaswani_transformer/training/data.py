@@ -249,8 +249,18 @@ def _load_from_json(files: dict[str, str], source_lang: str, target_lang: str) -
 def _load_from_hub(
     dataset_name: str, dataset_config_name: str | None, source_lang: str, target_lang: str
 ) -> datasets.DatasetDict:
-    """A `datasets.load_dataset(dataset_name, dataset_config_name)` dataset, keeping train/validation/test."""
-    raw = datasets.load_dataset(dataset_name, dataset_config_name)
+    """A `datasets.load_dataset(dataset_name, dataset_config_name)` dataset, keeping train/validation/test.
+
+    A local folder (a dataset saved in the Hub layout, a README.md whose `configs` name its files) is loaded with
+    its configuration's data files resolved (`load_dataset_builder(...).config.data_files`, which carry each file's
+    modification time) and passed back as `data_files`: datasets 5.2 keys the cache of such a folder by the
+    README's file *patterns*, so two folders with the same layout (two corpora made by one script) share one cache
+    entry and the second silently loads the first one's rows. Passing the resolved files keys the cache by the files.
+    """
+    kwargs = {}
+    if Path(dataset_name).is_dir():
+        kwargs["data_files"] = datasets.load_dataset_builder(dataset_name, dataset_config_name).config.data_files
+    raw = datasets.load_dataset(dataset_name, dataset_config_name, **kwargs)
     result = {}
     for split in ("train", "validation", "test"):
         if split in raw:
