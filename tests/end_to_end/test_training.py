@@ -125,10 +125,19 @@ def test_run_logs_every_step_and_the_filtered_pairs(smoke):
         [inverse_sqrt_lr(s, 32, 4, 2.0) for s in (2, 4, 6, 8)]
     )
     for line in train_lines:
-        assert {"step", "epoch", "loss", "lr", "tokens_per_second", "elapsed_seconds", "rss_mib"} <= set(line)
+        assert {
+            "step",
+            "epoch",
+            "loss",
+            "lr",
+            "tokens_per_second",
+            "elapsed_seconds",
+            "rss_mib",
+            "rss_file_mib",
+        } <= set(line)
         assert line["loss"] > 0 and line["tokens_per_second"] > 0
         # Resident memory of the training process (MiB): at least what torch and transformers take to import.
-        assert 100 < line["rss_mib"] < 24 * 1024
+        assert 100 < line["rss_mib"] < 24 * 1024 and 0 < line["rss_file_mib"] < line["rss_mib"]
     assert [line["step"] for line in log if "eval_bleu" in line] == [4, 8]
     stats = json.loads((out / "data_stats.json").read_text())["train"]
     assert stats["pairs"] == 120 and stats["source_too_long"] + stats["target_too_long"] > 0

@@ -303,9 +303,11 @@ class JsonlLog:
 
 @dataclass
 class Interval:
-    """Sums since the last log line: label-smoothed loss over micro-batches, non-pad source + target tokens."""
+    """Sums since the last log line: label-smoothed loss over micro-batches (a 0-dim tensor on the training device
+    once a micro-batch has run, so that reading it waits for the device only at log time), non-pad source + target
+    tokens."""
 
-    loss_sum: float = 0.0
+    loss_sum: float | torch.Tensor = 0.0
     micro_batches: int = 0
     tokens: int = 0
     start: float = field(default_factory=time.perf_counter)
@@ -314,25 +316,43 @@ class Interval:
         """The log line: sums reduced over ranks. loss is per target token averaged over micro-batches and ranks,
         lr the rate of the step just taken (Eq. 3), tokens_per_second counts all ranks per wall-clock second,
         epoch is fractional, elapsed_seconds the training time across resumptions, rss_mib the largest resident
-        memory of any rank (MiB, `resident_memory_mib`)."""
-        sums = torch.tensor([self.loss_sum, self.micro_batches, self.tokens], dtype=torch.float64)
+        memory of any rank (MiB, `resident_memory_mib`), rss_file_mib the largest file-backed part of it (MiB,
+        `resident_file_memory_mib`: the memory-mapped Arrow cache and shared libraries); on CUDA also
+        cuda_max_memory_mib, the largest `torch.cuda.max_memory_allocated` of any rank since the start (MiB:
+        tensors, not the allocator's cache)."""
+        sums = torch.tensor([float(self.loss_sum), self.micro_batches, self.tokens], dtype=torch.float64)
         loss_sum, micro_batches, tokens = accelerator.reduce(sums.to(accelerator.device), reduction="sum").tolist()
-        rss = accelerator.gather(torch.tensor([resident_memory_mib()], dtype=torch.float64, device=accelerator.device))
-        return {
+        memory = [resident_memory_mib(), resident_file_memory_mib()]
+        if accelerator.device.type == "cuda":
+            memory.append(torch.cuda.max_memory_allocated(accelerator.device) / 2**20)
+        memory = accelerator.gather(torch.tensor([memory], dtype=torch.float64, device=accelerator.device))
+        record = {
             "step": state.step,
             "epoch": round(state.epoch + state.batches_in_epoch / max(epoch_length, 1), 4),
             "loss": loss_sum / max(micro_batches, 1),
             "lr": lr,
             "tokens_per_second": round(tokens / max(time.perf_counter() - self.start, 1e-9), 1),
             "elapsed_seconds": round(state.elapsed_seconds, 2),
-            "rss_mib": round(rss.max().item(), 1),
+            "rss_mib": round(memory[:, 0].max().item(), 1),
+            "rss_file_mib": round(memory[:, 1].max().item(), 1),
         }
+        if accelerator.device.type == "cuda":
+            record["cuda_max_memory_mib"] = round(memory[:, 2].max().item(), 1)
+        return record
 
 
 def resident_memory_mib() -> float:
     """This process's resident set size now (psutil's `memory_info().rss`), in MiB: the memory the operating system
     has given the process and not taken back, the quantity that runs a machine out of memory."""
     return psutil.Process().memory_info().rss / 2**20
+
+
+def resident_file_memory_mib() -> float:
+    """The file-backed part of `resident_memory_mib`, in MiB: pages of memory-mapped files (the datasets library's
+    Arrow cache, which training reads through `mmap`, and shared libraries) that the operating system can drop and
+    read again under memory pressure, unlike the process's own (anonymous) memory. psutil's `memory_info().shared`
+    (Linux: RssFile + RssShmem of /proc/<pid>/statm); 0.0 where the platform does not report it."""
+    return getattr(psutil.Process().memory_info(), "shared", 0) / 2**20
 
 
 def on_any_rank(accelerator: Accelerator, *flags: bool) -> list[bool]:
@@ -394,7 +414,9 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
         if state.batches_in_epoch:
             batches = skip_first_batches(run.dataloader, state.batches_in_epoch)
         for batch in batches:
-            batch = batch.to(accelerator.device)
+            # Counted on the host batch, and the loss kept on the device until the log line: no device sync a step.
+            interval.tokens += sum(non_pad_tokens(batch))
+            batch = batch.to(accelerator.device, non_blocking=True)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -403,9 +425,8 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
                 run.optimizer.step()
                 run.optimizer.zero_grad()
             state.batches_in_epoch += 1
-            interval.loss_sum += loss.item()
+            interval.loss_sum = interval.loss_sum + loss.detach().float()
             interval.micro_batches += 1
-            interval.tokens += sum(non_pad_tokens(batch))
             if not accelerator.sync_gradients:
                 continue
 
@@ -552,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_set.remove_columns(list(LENGTH_COLUMNS)),
         batch_sampler=sampler,
         collate_fn=build_collator(tokenizer, train_args.pad_to_multiple_of),
+        pin_memory=accelerator.device.type == "cuda",  # page-locked batches: the host-to-device copy runs async
         generator=torch.Generator().manual_seed(train_args.seed),
     )
 
