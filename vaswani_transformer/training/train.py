@@ -264,10 +264,13 @@ def build_model_config(args: ModelArguments, tokenizer) -> VaswaniTransformerCon
 
 
 def build_generation_config(model_config, train_args: TrainingArguments, data_args: DataArguments):
-    """§6.1 decoding: beam 4, length penalty 0.6, early stopping. `max_new_tokens` = max_source_length + 50 covers
-    "input length + 50" for every input seen in training; `training.evaluation` sets it per batch instead.
-    With `--num_beams 1` (greedy) the beam-only flags are left out, as transformers rejects them there."""
+    """§6.1 decoding: beam 4, length penalty 0.6 (`--length_penalty_type gnmt` for GNMT's form), early stopping.
+    `max_new_tokens` = max_source_length + 50 covers "input length + 50" for every input seen in training;
+    `training.evaluation` sets it per batch instead. With `--num_beams 1` (greedy) the beam-only flags are left
+    out, as transformers rejects them there."""
     beam = {"length_penalty": train_args.length_penalty, "early_stopping": True} if train_args.num_beams > 1 else {}
+    if beam and train_args.length_penalty_type != "length":  # only then: a saved config stays plain transformers
+        beam["length_penalty_type"] = train_args.length_penalty_type
     return GenerationConfig(
         num_beams=train_args.num_beams,
         **beam,
@@ -557,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         accelerator, model_args, raw["train"], languages, checkpoint.parent if checkpoint else None
     )
     tokenized, stats = preprocess(accelerator, raw, tokenizer, data_args)
+    # The train text is not read again. Reading it (BPE, tokenization) mapped every page of its Arrow file into this
+    # process: dropping the dataset closes the memory map (4.5M pairs: 0.9 GB less resident memory from here on).
+    del raw["train"]
     train_set = tokenized["train"]
     sampler = TokenBatchSampler(
         *length_columns(train_set),  # numpy, straight from the Arrow columns
