@@ -266,6 +266,9 @@ def translate_batch_options(generation_config: GenerationConfig) -> dict[str, An
     Not carried, each with a warning that names it: `early_stopping` other than True (CTranslate2 always stops a
     sentence once `num_beams` hypotheses have ended), and any setting of `NOT_EXPORTED` that differs from
     `generate()`'s default (sampling, forced or suppressed tokens, several returned sequences, group beam search).
+
+    Raises:
+        ValueError: `length_penalty_type="gnmt"` with beams: CTranslate2 has only the |Y|^alpha normalisation.
     """
     defaults = GenerationConfig._get_default_generation_params()  # what generate() uses for unset (None) fields
 
@@ -274,6 +277,11 @@ def translate_batch_options(generation_config: GenerationConfig) -> dict[str, An
         return defaults.get(name) if value is None else value
 
     num_beams = setting("num_beams")
+    if (getattr(generation_config, "length_penalty_type", None) or "length") != "length" and num_beams > 1:
+        raise ValueError(
+            f"length_penalty_type={generation_config.length_penalty_type!r}: CTranslate2's beam search divides by "
+            "length ** length_penalty only; set generation_config.length_penalty_type = 'length' before exporting"
+        )
     if generation_config.max_new_tokens is not None:
         max_decoding_length = generation_config.max_new_tokens
     else:

@@ -14,9 +14,11 @@ array is 32 MB, larger than the CPU's cache, and decoding gets 2x slower per sen
 - its only host synchronisation is one boolean read per step (which sentences are done), as transformers has.
 Its choices are transformers': candidates = the top `2 * num_beams` of log p(y_t | y_<t, x) + the beam's score, a
 finished hypothesis scores sum(log p) / (generated length) ** length_penalty, `early_stopping` as in
-`GenerationConfig`. With fp32 weights its token ids equal those of `GenerationMixin._beam_search`
-(`tests/model/test_beam_search.py` checks this against transformers' own loop, on a trained model and real
-sentences). It imports only torch, transformers and the standard library: it travels with the model as remote code.
+`GenerationConfig`; with `generation_config.length_penalty_type = "gnmt"` the divisor is GNMT's
+((5 + length) / 6) ** length_penalty instead (`LENGTH_PENALTY_TYPES`). With fp32 weights and the default type its
+token ids equal those of `GenerationMixin._beam_search` (`tests/model/test_beam_search.py` checks this against
+transformers' own loop, on a trained model and real sentences). It imports only torch, transformers and the
+standard library: it travels with the model as remote code.
 
 `length_sorted_batches` groups many sentences for `generate()` the way fairseq and eole do: longest first, each
 batch within a budget of padded source tokens. The translation pipeline, `vaswani-evaluate`, validation during
@@ -46,6 +48,28 @@ LOGITS_CHUNK_ROWS = 64
 # sentences. Beam-4 throughput with this module's search is flat from 2,048 to 8,192 tokens on the 2-core CPU of
 # benchmarks/results (benchmarks/generation.py, README "Translation speed"); larger budgets only cost memory.
 DEFAULT_MAX_TOKENS = 4096
+
+# How a finished hypothesis of `length` generated tokens is normalised, `generation_config.length_penalty_type`:
+# "length" divides sum(log p) by length ** alpha (transformers, fairseq, CTranslate2: the default); "gnmt" divides
+# it by ((5 + length) / 6) ** alpha, the length penalty of Wu et al. 2016 (GNMT, arXiv:1609.08144, §7 Eq. 14),
+# which the paper cites for its "length penalty alpha = 0.6" (§6.1, reference [38]) and which tensor2tensor, the
+# paper's code, implements. Only this module's beam search knows "gnmt".
+LENGTH_PENALTY_TYPES = ("length", "gnmt")
+
+
+def length_penalty_type(generation_config: GenerationConfig) -> str:
+    """`generation_config.length_penalty_type` ("length" when unset). Raises ValueError for another value."""
+    value = getattr(generation_config, "length_penalty_type", None) or "length"
+    if value not in LENGTH_PENALTY_TYPES:
+        raise ValueError(f"length_penalty_type must be one of {LENGTH_PENALTY_TYPES}, got {value!r}")
+    return value
+
+
+def length_penalty_denominator(length: int, alpha: float, penalty_type: str = "length") -> float:
+    """The divisor of a finished hypothesis' sum(log p): `length ** alpha` ("length") or `((5 + length) / 6) **
+    alpha` ("gnmt", Wu et al. 2016 Eq. 14); `length` in generated tokens (EOS included, start token excluded)."""
+    return ((5 + length) / 6) ** alpha if penalty_type == "gnmt" else length**alpha
+
 
 # Logits processors and stopping criteria that look at each row alone (not at the row's position in the batch),
 # so they give the same result when finished sentences have left the batch. Anything else runs transformers' loop.
@@ -213,6 +237,7 @@ def beam_search(
     num_beams = generation_config.num_beams
     num_return_sequences = generation_config.num_return_sequences
     length_penalty = generation_config.length_penalty
+    penalty_type = length_penalty_type(generation_config)
     early_stopping = generation_config.early_stopping
     max_length = generation_config.max_length
     pad_token_id = generation_config._pad_token_tensor
@@ -309,7 +334,9 @@ def beam_search(
 
         # f. Finished candidates among the best `beams` replace worse finished hypotheses (length-penalised).
         just_finished = next_token_hits_stopping_criteria & top_num_beam_mask
-        finished_scores = topk_log_probs / ((cur_len + 1 - decoder_prompt_len) ** length_penalty)
+        finished_scores = topk_log_probs / length_penalty_denominator(
+            cur_len + 1 - decoder_prompt_len, length_penalty, penalty_type
+        )
         sentence_is_full = torch.all(is_sent_finished, dim=-1, keepdim=True) & (early_stopping is True)
         finished_scores += sentence_is_full.float() * FINISHED
         finished_scores += (~improvement_possible).float() * FINISHED
@@ -328,7 +355,9 @@ def beam_search(
             best_hypothetical_length = max_length - decoder_prompt_len
         else:
             best_hypothetical_length = cur_len - decoder_prompt_len
-        best_possible_running_score = running_beam_scores[:, :1] / (best_hypothetical_length**length_penalty)
+        best_possible_running_score = running_beam_scores[:, :1] / length_penalty_denominator(
+            best_hypothetical_length, length_penalty, penalty_type
+        )
         worst_finished_score = torch.where(is_sent_finished, torch.min(beam_scores, dim=1, keepdim=True)[0], FINISHED)
         improvement_possible = improvement_possible & torch.any(
             best_possible_running_score > worst_finished_score, dim=-1, keepdim=True

@@ -34,7 +34,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_vaswani_transformer import VaswaniTransformerConfig
-from .generation_vaswani_transformer import beam_search, unsupported_reason
+from .generation_vaswani_transformer import beam_search, length_penalty_type, unsupported_reason
 
 
 __all__ = [
@@ -930,10 +930,18 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         Returns:
             `(batch * num_return_sequences, out_len)` token ids, or transformers' `GenerateBeamEncoderDecoderOutput`
             when it runs the search.
+        Raises:
+            ValueError: `generation_config.length_penalty_type` is not "length"/"gnmt", or is "gnmt" (which
+                transformers' loop does not know) on a call that only transformers' loop can run.
         """
         reason = unsupported_reason(
             self, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, model_kwargs
         )
+        if reason is not None and length_penalty_type(generation_config) != "length":
+            raise ValueError(
+                f"length_penalty_type={generation_config.length_penalty_type!r} needs this model's beam search, "
+                f"which cannot run this call ({reason}); use length_penalty_type='length' for it"
+            )
         if reason is not None:
             return super()._beam_search(
                 input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, **model_kwargs

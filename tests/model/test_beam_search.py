@@ -7,6 +7,7 @@ so that beams end at different steps (a random model rarely emits `</s>` and wou
 
 from __future__ import annotations
 
+import copy
 import random
 from unittest import mock
 
@@ -146,3 +147,53 @@ def test_pack_token_batches_keeps_every_index_within_the_budget():
 def test_pack_token_batches_refuses_a_non_positive_budget(max_tokens, max_sentences):
     with pytest.raises(ValueError, match="must be positive"):
         length_sorted_batches([1, 2], max_tokens=max_tokens, max_sentences=max_sentences)
+
+
+def rescored(model, batch, sequences: torch.Tensor, num_return: int, penalty) -> torch.Tensor:
+    """Each returned hypothesis' score, recomputed by one teacher-forced forward pass: sum of log p(y_t | y_<t, x)
+    over its generated tokens up to and including `</s>`, divided by `penalty(length)`. `(sentences, num_return)`."""
+    eos = model.generation_config.eos_token_id
+    source = {name: batch[name].repeat_interleave(num_return, dim=0) for name in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        logits = model(**source, decoder_input_ids=sequences[:, :-1]).logits
+    log_probs = logits.float().log_softmax(-1).gather(-1, sequences[:, 1:, None])[..., 0]
+    generated = sequences[:, 1:]
+    ended_before = torch.cumsum(generated == eos, dim=1) - (generated == eos).long()  # EOS seen before this token
+    counted = ended_before == 0
+    lengths = counted.sum(-1)
+    scores = (log_probs * counted).sum(-1) / torch.tensor([penalty(int(n)) for n in lengths])
+    return scores.view(-1, num_return)
+
+
+@pytest.mark.parametrize("alpha", [0.6, 2.0])
+def test_gnmt_length_penalty_ranks_hypotheses_by_wu_et_al_eq_14(trained, alpha):
+    """length_penalty_type="gnmt": the returned hypotheses of each sentence are in the order of
+    sum(log p) / ((5 + |Y|) / 6) ** alpha (GNMT, arXiv:1609.08144 Eq. 14, typed here), recomputed independently by
+    a teacher-forced forward pass; the default type orders them by sum(log p) / |Y| ** alpha instead."""
+    model, tokenizer, sentences = trained
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    orders = {"gnmt": lambda n: ((5 + n) / 6) ** alpha, "length": lambda n: n**alpha}
+    outputs = {}
+    for name, penalty in orders.items():
+        config = copy.deepcopy(model.generation_config)
+        config.update(num_beams=4, num_return_sequences=4, length_penalty=alpha, early_stopping=True)
+        config.update(max_new_tokens=30)
+        config.length_penalty_type = name  # not a transformers field: `update` would ignore it
+        with torch.no_grad():
+            outputs[name] = model.generate(**batch, generation_config=config)
+        scores = rescored(model, batch, outputs[name], 4, penalty)
+        assert torch.all(scores[:, :-1] >= scores[:, 1:] - 1e-4), f"{name}: returned out of order"
+    assert not torch.equal(outputs["gnmt"], outputs["length"])  # the two normalisations choose differently
+
+
+def test_gnmt_length_penalty_refuses_transformers_loop_and_unknown_types(trained):
+    model, tokenizer, sentences = trained
+    batch = tokenizer(sentences[:2], padding=True, return_tensors="pt")
+    config = copy.deepcopy(model.generation_config)
+    config.update(num_beams=3, max_new_tokens=5, do_sample=True)
+    config.length_penalty_type = "gnmt"
+    with pytest.raises(ValueError, match="length_penalty_type='gnmt' needs this model's beam search.*beam sampling"):
+        model.generate(**batch, generation_config=config)
+    config.do_sample, config.length_penalty_type = False, "wu"
+    with pytest.raises(ValueError, match="length_penalty_type must be one of"):
+        model.generate(**batch, generation_config=config)

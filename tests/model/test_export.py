@@ -280,3 +280,12 @@ def test_generation_config_is_what_translates(trained, tmp_path, caplog):
 def test_translate_rejects_what_is_not_text(exported):
     with pytest.raises(ValueError, match=r"texts\[1\] is a int"):
         exported.translate(["A dog.", 3])
+
+
+def test_gnmt_length_penalty_is_refused_not_silently_changed():
+    """CTranslate2 divides by |Y|^alpha only: a model decoding with GNMT's penalty must not export as if it did."""
+    config = GenerationConfig(num_beams=4, length_penalty=0.6, length_penalty_type="gnmt")
+    with pytest.raises(ValueError, match="length_penalty_type='gnmt'.*CTranslate2"):
+        translate_batch_options(config)
+    config.length_penalty_type = "length"
+    assert translate_batch_options(config)["length_penalty"] == 0.6

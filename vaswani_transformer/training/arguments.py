@@ -162,6 +162,14 @@ class TrainingArguments:
     eval_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: only at the end)."})
     num_beams: int = field(default=4, metadata={"help": "Beam size (§6.1: 4)."})
     length_penalty: float = field(default=0.6, metadata={"help": "Length penalty alpha (§6.1: 0.6)."})
+    length_penalty_type: str = field(
+        default="length",
+        metadata={
+            "help": "How alpha normalises a hypothesis: 'length' divides its log-probability by |Y|^alpha "
+            "(transformers, fairseq), 'gnmt' by ((5 + |Y|) / 6)^alpha (Wu et al. 2016, which §6.1 cites).",
+            "choices": ["length", "gnmt"],
+        },
+    )
     eval_max_tokens: int = field(
         default=DEFAULT_MAX_TOKENS,
         metadata={"help": "Padded source tokens per generate call in validation and test (longest first)."},

@@ -264,6 +264,14 @@ class EvaluationArguments:
     source_lang: str = field(default="en", metadata={"help": "Source language code."})
     target_lang: str = field(default="de", metadata={"help": "Target language code."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam size (default: generation_config, 4)."})
+    length_penalty_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "'length' (|Y|^alpha, transformers) or 'gnmt' (((5 + |Y|) / 6)^alpha, Wu et al. 2016); "
+            "default: the model's generation_config ('length' when unset).",
+            "choices": ["length", "gnmt"],
+        },
+    )
     batch_size: int | None = field(
         default=None, metadata={"help": "Sentences per generate call at most (default: only --max_tokens limits)."}
     )
@@ -293,7 +301,8 @@ EVALUATION_OUTPUTS = ("results_*.json", "hyps_*")
 def default_output_dir(args: EvaluationArguments, num_beams: int) -> Path:
     """The folder `main` writes to without `--output_dir`: named after the split and the settings that change scores.
 
-    `<model>/eval/<split>-<src>-<tgt>-beam<num_beams>`, then `-max_samples<N>` and `-max_source_length<N>` when set;
+    `<model>/eval/<split>-<src>-<tgt>-beam<num_beams>`, then `-gnmt` with `--length_penalty_type gnmt`, and
+    `-max_samples<N>` and `-max_source_length<N>` when set;
     a sub-folder of the model directory, so never one of a training run's own files. For a `--model` that is not a
     local directory (a Hub id), `eval/<id with / as -->/<the same name>` under the working directory.
 
@@ -302,6 +311,8 @@ def default_output_dir(args: EvaluationArguments, num_beams: int) -> Path:
         num_beams: the beam size used (`--num_beams`, else the model's generation config).
     """
     name = f"{args.split}-{args.source_lang}-{args.target_lang}-beam{num_beams}"
+    if args.length_penalty_type == "gnmt":
+        name += "-gnmt"
     for flag in ("max_samples", "max_source_length"):
         if getattr(args, flag) is not None:
             name += f"-{flag}{getattr(args, flag)}"
@@ -399,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     sources, references = source_and_target_texts(raw["eval"], args.source_lang, args.target_lang, args.max_samples)
     model, tokenizer = load_model_and_tokenizer(args.model)
+    if args.length_penalty_type is not None:
+        model.generation_config.length_penalty_type = args.length_penalty_type
     num_beams = args.num_beams or model.generation_config.num_beams
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args, num_beams)
     check_evaluation_output_dir(output_dir, args.model, args.overwrite_output_dir)
