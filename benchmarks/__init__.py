@@ -6,6 +6,7 @@
     python -m benchmarks.training_rss --log RUN/log.jsonl    flat memory over a training run
     python -m benchmarks.scale.corpus --pairs N --output DIR a WMT-size corpus built from Multi30k
     python -m benchmarks.scale.run                           preprocessing, launch, memory, collator at 1M/4.5M
+    python -m benchmarks.scale.gpu                           the base preset on one CUDA GPU at 4.5M pairs
 
 Modules by concern: `contenders` (the three models and their training step), `data` (the tokenizer, the batch),
 `timing`, `memory` (peak memory in worker subprocesses), `flops` (MFU), `report` (targets, table, chart).

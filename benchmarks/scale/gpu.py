@@ -1,0 +1,229 @@
+"""The base preset on one CUDA GPU at WMT size: preprocessing, then steps of the paper's base model, in one command.
+
+    python -m benchmarks.scale.gpu --phase all --output benchmarks/results            # corpus, prepare, train
+    python -m benchmarks.scale.gpu --phase prepare ; python -m benchmarks.scale.gpu --phase train   # in two calls
+
+Run from the repository root on a machine with one CUDA GPU that runs nothing else. Phases:
+1. `prepare`: the synthetic corpus (`benchmarks.scale.corpus`, Parquet in the Hub layout of wmt14, 4.5M pairs by
+   default) in `--work_dir`, then one launch of `training/train.py --config training/configs/wmt14_en_de_base.yaml`
+   for one step, which reads the corpus, trains the 37k BPE vocabulary and tokenizes into the datasets cache
+   (`HF_DATASETS_CACHE` in the work dir); its phase times come from train.py's log lines;
+2. `train`: the base preset for `--steps` optimizer steps (bf16 autocast, Adam(0.9, 0.98, 1e-9), warmup 4000, label
+   smoothing 0.1, beam 4 test decoding of Multi30k test_2016_flickr, the corpus's test split) from the cache, with
+   `--max_tokens` per side per step and no gradient accumulation: on one GPU, 25000 tokens a side is the paper's
+   step (§5.1: 8 GPUs x ~3125; the preset's comment gives the accumulation equivalent). `--max_train_minutes` is a
+   safety stop; the results say how many steps ran.
+Results (`<output>/<gpu>-scale-gpu.{json,md}`): launch-to-first-step seconds, tokens/s per GPU (non-pad source +
+target, train.py's log lines after the first `--skip_steps`, whose median and mean are reported), model FLOP
+utilisation against this GPU's bf16 matmul peak measured in the same run (`benchmarks.timing.matmul_peak`, 8192^3)
+with the analytic FLOPs per non-pad token of `benchmarks.flops.training_flops` over the run's own token batches of
+20,000 training pairs, the largest `torch.cuda.max_memory_allocated` (train.py's `cuda_max_memory_mib`), peak RSS
+of the launched process tree, the loss curve, and test BLEU (sacreBLEU, Multi30k test: a sanity check of a
+2,000-step model, not a WMT result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import psutil
+import torch
+
+from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
+from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_split
+
+from .. import REPO_ROOT, RESULTS_DIR
+from ..flops import model_flops_utilization, training_flops
+from ..report import machine_name, write_report
+from ..timing import matmul_peak
+from .corpus import build_corpus, hub_config_name
+from .run import PRESET, phase_seconds
+
+
+__all__ = ["flops_per_token", "main"]
+
+LANGUAGES = ("en", "de")
+
+
+def launch(corpus: Path, output_dir: Path, cache: Path, extra: list[str]) -> dict:
+    """Run train.py (the base preset) on `corpus` into `output_dir` with `extra` arguments; return its wall time,
+    launch-to-first-log-line seconds, peak RSS of the process tree (MiB, sampled every 0.5 s) and phase times.
+
+    Raises:
+        RuntimeError: if the run fails (with the end of its stderr).
+    """
+    command = [
+        sys.executable, str(REPO_ROOT / "training" / "train.py"), "--config", str(PRESET),
+        "--dataset_name", str(corpus / "parquet"), "--dataset_config_name", hub_config_name(LANGUAGES),
+        "--output_dir", str(output_dir), "--report_to", "none", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    stderr_path = output_dir.with_name(output_dir.name + ".stderr")
+    started, first_step, peak = time.time(), None, 0.0
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20)
+            except psutil.Error:  # a process ended between listing and reading
+                pass
+            log = output_dir / "log.jsonl"
+            if first_step is None and log.is_file() and log.read_text().strip():
+                first_step = time.time() - started
+            time.sleep(0.5)
+    stderr_text = stderr_path.read_text()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr_text[-4000:]}")
+    return {
+        "wall_seconds": round(time.time() - started, 1),
+        "first_log_line_seconds": round(first_step, 1) if first_step is not None else None,
+        "peak_rss_mib": round(peak, 1),
+        **phase_seconds(stderr_text, started),
+    }
+
+
+def flops_per_token(model_dir: Path, corpus: Path, cache: Path, max_tokens: int, pairs: int = 20_000) -> float:
+    """Analytic training FLOPs per non-pad (source + target) token of the trained model on its own kind of batch:
+    the first `pairs` training pairs, tokenized by the run's tokenizer and packed by `TokenBatchSampler` with the
+    run's `max_tokens` and padding rule (`benchmarks.flops.training_flops`, summed over the batches)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = VaswaniTransformerForConditionalGeneration.from_pretrained(model_dir)
+    os.environ["HF_DATASETS_CACHE"] = str(cache)
+    raw = datasets.load_dataset(str(corpus / "parquet"), hub_config_name(LANGUAGES), split=f"train[:{pairs}]")
+    tokenized, _ = tokenize_split(raw, tokenizer, LANGUAGES, (256, 256))
+    sampler = TokenBatchSampler(*length_columns(tokenized), max_tokens, pad_to_multiple_of=8, shuffle=False)
+    collate = build_collator(tokenizer, 8)
+    rows = tokenized.remove_columns(list(LENGTH_COLUMNS))
+    flops = tokens = 0.0
+    for indices in sampler:
+        batch = collate([rows[i] for i in indices])
+        flops += training_flops(model, batch)["flops_per_step"]
+        tokens += sum(non_pad_tokens(batch))
+    return flops / tokens
+
+
+def summary(run_dir: Path, skip_steps: int) -> dict:
+    """Throughput, memory and loss from `run_dir/log.jsonl`, and test BLEU from its results file."""
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    train_lines = [r for r in records if "tokens_per_second" in r]
+    steady = [r["tokens_per_second"] for r in train_lines if r["step"] > skip_steps] or [
+        r["tokens_per_second"] for r in train_lines
+    ]
+    results_files = sorted(run_dir.glob("results_*.json"))
+    test = json.loads(results_files[0].read_text()) if results_files else {}
+    return {
+        "steps": train_lines[-1]["step"],
+        "train_seconds": train_lines[-1]["elapsed_seconds"],
+        "tokens_per_second_median": statistics.median(steady),
+        "tokens_per_second_mean": round(statistics.fmean(steady), 1),
+        "cuda_max_memory_mib": max(r.get("cuda_max_memory_mib", 0.0) for r in train_lines),
+        "rss_mib_max_logged": max(r["rss_mib"] for r in train_lines),
+        "loss": [(r["step"], round(r["loss"], 4)) for r in train_lines],
+        "test": {k: v for k, v in test.items() if not isinstance(v, (list, dict))},
+    }
+
+
+def markdown(results: dict) -> str:
+    """The results as a short report."""
+    train = results.get("train", {})
+    lines = [
+        f"# The base preset on one {results['device_name']} (`python -m benchmarks.scale.gpu`)",
+        "",
+        f"Corpus: {results['pairs']:,} synthetic pairs (Parquet, Hub layout). torch {results['torch']}.",
+        "",
+        "| quantity | value |",
+        "| --- | --- |",
+    ]
+    prepare = results.get("prepare", {})
+    for key in ("corpus_seconds", "bpe_seconds", "tokenize_seconds", "tokenize_pairs_per_second"):
+        if key in prepare:
+            lines.append(f"| prepare: {key} | {prepare[key]} |")
+    if train:
+        summary_ = train["summary"]
+        rows = {
+            "steps": summary_["steps"],
+            "tokens per side per step (max_tokens)": results["max_tokens"],
+            "launch to first log line (s, from cache)": train["launch"]["first_log_line_seconds"],
+            "training seconds": summary_["train_seconds"],
+            "non-pad tokens/s per GPU (median of log lines)": summary_["tokens_per_second_median"],
+            "analytic training FLOPs per non-pad token": f"{results['flops_per_token']:.3e}",
+            "bf16 matmul peak (TFLOP/s, measured)": round(results["bf16_peak"]["peak_gflops"] / 1e3, 1),
+            "MFU (median tokens/s)": f"{results['mfu']:.1%}",
+            "max CUDA memory allocated (MiB)": summary_["cuda_max_memory_mib"],
+            "peak RSS of the process tree (MiB)": train["launch"]["peak_rss_mib"],
+            "first / last logged loss": f"{summary_['loss'][0][1]} / {summary_['loss'][-1][1]}",
+            "test BLEU (Multi30k test_2016_flickr, sanity only)": summary_["test"].get("bleu"),
+        }
+        lines += [f"| {key} | {value} |" for key, value in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", choices=("prepare", "train", "all"), default="all")
+    parser.add_argument("--pairs", type=int, default=4_500_000, help="Synthetic corpus size (WMT14 EN-DE: 4.5M).")
+    parser.add_argument("--steps", type=int, default=2000, help="Optimizer steps of the train phase.")
+    parser.add_argument("--max_tokens", type=int, default=25_000, help="Tokens per side per step (one GPU).")
+    parser.add_argument("--max_train_minutes", type=float, default=7.0, help="Safety stop of the train phase.")
+    parser.add_argument("--skip_steps", type=int, default=200, help="Log lines up to this step are warm-up.")
+    parser.add_argument("--work_dir", type=Path, default=Path("/tmp/vaswani-gpu"), help="Corpus, cache, runs.")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="Where the results files go.")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("no CUDA device: this benchmark measures one GPU")
+    corpus, cache = args.work_dir / f"corpus-{args.pairs}", args.work_dir / f"cache-{args.pairs}"
+    state_file = args.work_dir / "results.json"
+    results = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    results.update(
+        pairs=args.pairs,
+        max_tokens=args.max_tokens,
+        device_name=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+    )
+    if args.phase in ("prepare", "all"):
+        if not (corpus / "corpus.json").is_file():
+            build_corpus(corpus, args.pairs, formats=("parquet",))
+        run_dir = args.work_dir / "prepare-run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        extra = ["--max_steps", "1", "--max_tokens", "3125", "--eval_steps", "0", "--do_test", "false"]
+        extra += ["--save_steps", "0", "--save_minutes", "0", "--average_last_k", "1", "--logging_steps", "1"]
+        results["prepare"] = {
+            "corpus_seconds": json.loads((corpus / "corpus.json").read_text())["seconds"],
+            **launch(corpus, run_dir, cache, extra),
+        }
+        print(json.dumps(results["prepare"]), flush=True)
+    if args.phase in ("train", "all"):
+        run_dir = args.work_dir / "train-run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        extra = ["--max_steps", str(args.steps), "--max_tokens", str(args.max_tokens), "--eval_steps", "0"]
+        extra += ["--max_train_minutes", str(args.max_train_minutes), "--logging_steps", "50", "--save_minutes", "0"]
+        extra += ["--average_last_k", "1", "--eval_batch_size", "256"]
+        launched = launch(corpus, run_dir, cache, extra)
+        results["train"] = {"launch": launched, "summary": summary(run_dir, args.skip_steps)}
+        results["bf16_peak"] = matmul_peak("cuda", torch.bfloat16, 8192, 10)
+        results["flops_per_token"] = flops_per_token(run_dir, corpus, cache, args.max_tokens)
+        tokens_per_second = results["train"]["summary"]["tokens_per_second_median"]
+        results["mfu"] = model_flops_utilization(
+            results["flops_per_token"], tokens_per_second, results["bf16_peak"]["peak_gflops"]
+        )
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, args.output, f"{machine_name('cuda')}-scale-gpu", markdown(results))
+
+
+if __name__ == "__main__":
+    main()
