@@ -50,7 +50,7 @@ import torch
 from transformers import GenerationConfig
 
 from .configuration_vaswani_transformer import VaswaniTransformerConfig
-from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_penalty_type, length_sorted_batches
 from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
 from .pipeline_translation import TRUNCATION_WARNING, _positive_int
 from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
@@ -277,7 +277,7 @@ def translate_batch_options(generation_config: GenerationConfig) -> dict[str, An
         return defaults.get(name) if value is None else value
 
     num_beams = setting("num_beams")
-    if (getattr(generation_config, "length_penalty_type", None) or "length") != "length" and num_beams > 1:
+    if num_beams > 1 and length_penalty_type(generation_config) != "length":
         raise ValueError(
             f"length_penalty_type={generation_config.length_penalty_type!r}: CTranslate2's beam search divides by "
             "length ** length_penalty only; set generation_config.length_penalty_type = 'length' before exporting"

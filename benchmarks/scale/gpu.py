@@ -26,71 +26,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import datasets
-import psutil
 import torch
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
+from vaswani_transformer.training.data import load_parallel_dataset
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_split
 
-from .. import REPO_ROOT, RESULTS_DIR
+from .. import RESULTS_DIR
 from ..flops import model_flops_utilization, training_flops
 from ..report import machine_name, write_report
 from ..timing import matmul_peak
 from .corpus import build_corpus, hub_config_name
-from .run import PRESET, phase_seconds
+from .run import run_train
 
 
 __all__ = ["flops_per_token", "main"]
 
 LANGUAGES = ("en", "de")
-
-
-def launch(corpus: Path, output_dir: Path, cache: Path, extra: list[str]) -> dict:
-    """Run train.py (the base preset) on `corpus` into `output_dir` with `extra` arguments; return its wall time,
-    launch-to-first-log-line seconds, peak RSS of the process tree (MiB, sampled every 0.5 s) and phase times.
-
-    Raises:
-        RuntimeError: if the run fails (with the end of its stderr).
-    """
-    command = [
-        sys.executable, str(REPO_ROOT / "training" / "train.py"), "--config", str(PRESET),
-        "--dataset_name", str(corpus / "parquet"), "--dataset_config_name", hub_config_name(LANGUAGES),
-        "--output_dir", str(output_dir), "--report_to", "none", *extra,
-    ]  # fmt: skip
-    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
-    stderr_path = output_dir.with_name(output_dir.name + ".stderr")
-    started, first_step, peak = time.time(), None, 0.0
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        root = psutil.Process(process.pid)
-        while process.poll() is None:
-            try:
-                peak = max(peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20)
-            except psutil.Error:  # a process ended between listing and reading
-                pass
-            log = output_dir / "log.jsonl"
-            if first_step is None and log.is_file() and log.read_text().strip():
-                first_step = time.time() - started
-            time.sleep(0.5)
-    stderr_text = stderr_path.read_text()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr_text[-4000:]}")
-    return {
-        "wall_seconds": round(time.time() - started, 1),
-        "first_log_line_seconds": round(first_step, 1) if first_step is not None else None,
-        "peak_rss_mib": round(peak, 1),
-        **phase_seconds(stderr_text, started),
-    }
 
 
 def flops_per_token(model_dir: Path, corpus: Path, cache: Path, max_tokens: int, pairs: int = 20_000) -> float:
@@ -101,8 +59,10 @@ def flops_per_token(model_dir: Path, corpus: Path, cache: Path, max_tokens: int,
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = VaswaniTransformerForConditionalGeneration.from_pretrained(model_dir)
-    os.environ["HF_DATASETS_CACHE"] = str(cache)
-    raw = datasets.load_dataset(str(corpus / "parquet"), hub_config_name(LANGUAGES), split=f"train[:{pairs}]")
+    datasets.config.HF_DATASETS_CACHE = str(cache)  # the run's cache: the corpus is read from its Arrow copy
+    raw = load_parallel_dataset(
+        *LANGUAGES, dataset_name=str(corpus / "parquet"), dataset_config_name=hub_config_name(LANGUAGES)
+    )["train"].select(range(pairs))
     tokenized, _ = tokenize_split(raw, tokenizer, LANGUAGES, (256, 256))
     sampler = TokenBatchSampler(*length_columns(tokenized), max_tokens, pad_to_multiple_of=8, shuffle=False)
     collate = build_collator(tokenizer, 8)
@@ -156,7 +116,7 @@ def markdown(results: dict) -> str:
         rows = {
             "steps": summary_["steps"],
             "tokens per side per step (max_tokens)": results["max_tokens"],
-            "launch to first log line (s, from cache)": train["launch"]["first_log_line_seconds"],
+            "launch to first log line (s, from cache)": train["launch"]["first_step_seconds"],
             "training seconds": summary_["train_seconds"],
             "non-pad tokens/s per GPU (median of log lines)": summary_["tokens_per_second_median"],
             "analytic training FLOPs per non-pad token": f"{results['flops_per_token']:.3e}",
@@ -203,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         extra += ["--save_steps", "0", "--save_minutes", "0", "--average_last_k", "1", "--logging_steps", "1"]
         results["prepare"] = {
             "corpus_seconds": json.loads((corpus / "corpus.json").read_text())["seconds"],
-            **launch(corpus, run_dir, cache, extra),
+            **run_train(corpus, run_dir, cache, extra),
         }
         print(json.dumps(results["prepare"]), flush=True)
     if args.phase in ("train", "all"):
@@ -212,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = ["--max_steps", str(args.steps), "--max_tokens", str(args.max_tokens), "--eval_steps", "0"]
         extra += ["--max_train_minutes", str(args.max_train_minutes), "--logging_steps", "50", "--save_minutes", "0"]
         extra += ["--average_last_k", "1", "--eval_batch_size", "256"]
-        launched = launch(corpus, run_dir, cache, extra)
+        launched = run_train(corpus, run_dir, cache, extra)
         results["train"] = {"launch": launched, "summary": summary(run_dir, args.skip_steps)}
         results["bf16_peak"] = matmul_peak("cuda", torch.bfloat16, 8192, 10)
         results["flops_per_token"] = flops_per_token(run_dir, corpus, cache, args.max_tokens)

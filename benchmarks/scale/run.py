@@ -43,7 +43,7 @@ from .collator import collator_throughput
 from .corpus import build_corpus, hub_config_name
 
 
-__all__ = ["launch", "main", "phase_seconds"]
+__all__ = ["launch", "main", "phase_seconds", "run_train"]
 
 PRESET = REPO_ROOT / "training" / "configs" / "wmt14_en_de_base.yaml"
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
@@ -68,8 +68,13 @@ def phase_seconds(stderr: str, started: float) -> dict:
     return phases
 
 
-def launch(corpus: Path, output_dir: Path, cache: Path, steps: int, max_tokens: int) -> dict:
-    """Run train.py on `corpus` (the base preset) into `output_dir`; return its timings and peak memory.
+def run_train(corpus: Path, output_dir: Path, cache: Path, arguments: list[str]) -> dict:
+    """Run train.py with the base preset on `corpus` (its Parquet copy) into `output_dir`, the datasets cache in
+    `cache`, and `arguments` after the preset's; watch it until it ends.
+
+    Returns: wall_seconds; first_step_seconds, from launch to the first line of log.jsonl; peak_rss_mib, the largest
+    resident memory of the launched process tree (MiB, sampled every 0.2 s); rss_samples, (seconds, MiB) pairs, at
+    most ~200; and the phase times of `phase_seconds`. The stderr is kept beside output_dir (`<name>.stderr`).
 
     Raises:
         RuntimeError: if the run fails (with the end of its stderr).
@@ -77,9 +82,7 @@ def launch(corpus: Path, output_dir: Path, cache: Path, steps: int, max_tokens: 
     command = [
         sys.executable, str(REPO_ROOT / "training" / "train.py"), "--config", str(PRESET),
         "--dataset_name", str(corpus / "parquet"), "--dataset_config_name", hub_config_name(("en", "de")),
-        "--output_dir", str(output_dir), "--max_steps", str(steps), "--max_tokens", str(max_tokens),
-        "--logging_steps", "1", "--eval_steps", "0", "--do_test", "false", "--save_steps", "0",
-        "--save_minutes", "0", "--average_last_k", "1", "--report_to", "none", "--use_cpu", "true",
+        "--output_dir", str(output_dir), "--report_to", "none", *arguments,
     ]  # fmt: skip
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     stderr_path = output_dir.with_name(output_dir.name + ".stderr")
@@ -101,15 +104,33 @@ def launch(corpus: Path, output_dir: Path, cache: Path, steps: int, max_tokens: 
     log = stderr_path.read_text()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{log[-4000:]}")
-    records = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
     return {
         "first_step_seconds": round(first_step, 1) if first_step is not None else None,
         "wall_seconds": round(time.time() - started, 1),
         "peak_rss_mib": round(peak, 1),
-        "steps": len(records),
-        "median_tokens_per_second": sorted(r["tokens_per_second"] for r in records)[len(records) // 2],
         **phase_seconds(log, started),
         "rss_samples": samples[:: max(1, len(samples) // 200)],
+    }
+
+
+def launch(corpus: Path, output_dir: Path, cache: Path, steps: int, max_tokens: int) -> dict:
+    """`run_train` for `steps` CPU steps of `max_tokens` a side, a log line a step, no validation, test or
+    checkpoints; adds the number of steps and the median tokens/s of the log lines.
+
+    Raises:
+        RuntimeError: if the run fails (with the end of its stderr).
+    """
+    arguments = [
+        "--max_steps", str(steps), "--max_tokens", str(max_tokens), "--logging_steps", "1", "--eval_steps", "0",
+        "--do_test", "false", "--save_steps", "0", "--save_minutes", "0", "--average_last_k", "1",
+        "--use_cpu", "true",
+    ]  # fmt: skip
+    result = run_train(corpus, output_dir, cache, arguments)
+    records = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+    return {
+        **result,
+        "steps": len(records),
+        "median_tokens_per_second": sorted(r["tokens_per_second"] for r in records)[len(records) // 2],
     }
 
 

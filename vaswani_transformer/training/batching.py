@@ -92,9 +92,16 @@ def make_token_batches(
         Batches as lists of dataset indices; together they contain every index of `order` exactly once.
     """
     order = np.asarray(order, dtype=np.int64)
-    sides = [padded_lengths(lengths, pad_to_multiple_of)[order] for lengths in (lengths_src, lengths_tgt)]
-    bounds = token_batch_bounds(sides, max_tokens)
+    bounds = _packing_bounds(lengths_src, lengths_tgt, max_tokens, order, pad_to_multiple_of)
     return [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _packing_bounds(
+    lengths_src: np.ndarray, lengths_tgt: np.ndarray, max_tokens: int, order: np.ndarray, pad_to_multiple_of: int
+) -> np.ndarray:
+    """`token_batch_bounds` of the pairs in `order`, each side's lengths rounded as the collator pads them."""
+    sides = [padded_lengths(lengths, pad_to_multiple_of)[order] for lengths in (lengths_src, lengths_tgt)]
+    return token_batch_bounds(sides, max_tokens)
 
 
 def evaluation_batches(
@@ -193,10 +200,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         indices = rng.permutation(len(self.lengths_src)) if self.shuffle else np.arange(len(self.lengths_src))
         # np.lexsort sorts by the last key first and is stable: by source length, then target length, ties random.
         order = indices[np.lexsort((self.lengths_tgt[indices], self.lengths_src[indices]))]
-        sides = [
-            padded_lengths(lengths, self.pad_to_multiple_of)[order] for lengths in (self.lengths_src, self.lengths_tgt)
-        ]
-        bounds = token_batch_bounds(sides, self.max_tokens)
+        bounds = _packing_bounds(self.lengths_src, self.lengths_tgt, self.max_tokens, order, self.pad_to_multiple_of)
         batches = np.arange(len(bounds) - 1)
         if self.shuffle:
             batches = batches[rng.permutation(len(batches))]
