@@ -148,17 +148,19 @@ def test_label_smoothing_is_szegedy_uniform_mixture():
     )
 
 
+@pytest.mark.parametrize("block_rows", [None, 1, 4, 100])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
-def test_label_smoothed_loss_value_and_gradient_equal_torch_cross_entropy(eps, dtype):
-    """Our memory-lean loss against `F.cross_entropy(label_smoothing=eps)` on the same fp32-converted logits."""
+def test_label_smoothed_loss_value_and_gradient_equal_torch_cross_entropy(eps, dtype, block_rows):
+    """Our memory-lean loss against `F.cross_entropy(label_smoothing=eps)` on the same fp32-converted logits, in
+    one block, blocks of one row, blocks that do not divide the 27 rows, and the automatic choice."""
     torch.manual_seed(0)
     labels = torch.randint(0, 37, (3, 9))
     labels[0, 5:] = -100
     labels[2, :] = -100
     logits = (3 * torch.randn(3, 9, 37)).to(dtype).requires_grad_()
     reference_logits = logits.detach().float().requires_grad_()
-    ours = label_smoothed_cross_entropy(logits, labels, eps)
+    ours = label_smoothed_cross_entropy(logits, labels, eps, block_rows=block_rows)
     expected = F.cross_entropy(reference_logits.reshape(-1, 37), labels.reshape(-1), label_smoothing=eps)
     assert ours.dtype == torch.float32
     torch.testing.assert_close(ours, expected)
@@ -171,11 +173,14 @@ def test_label_smoothed_loss_value_and_gradient_equal_torch_cross_entropy(eps, d
     assert torch.all(logits.grad[2] == 0) and torch.all(logits.grad[0, 5:] == 0)
 
 
-def test_label_smoothed_loss_gradcheck_and_all_ignored():
+@pytest.mark.parametrize("block_rows", [None, 3])
+def test_label_smoothed_loss_gradcheck_and_all_ignored(block_rows):
     torch.manual_seed(0)
     logits = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([1, -100, 5, 0])
-    assert torch.autograd.gradcheck(lambda z: label_smoothed_cross_entropy(z, labels, 0.1), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda z: label_smoothed_cross_entropy(z, labels, 0.1, block_rows=block_rows), (logits,)
+    )
     all_ignored = torch.full((4,), -100)
     assert torch.isnan(label_smoothed_cross_entropy(logits, all_ignored, 0.1))
     assert torch.isnan(F.cross_entropy(logits, all_ignored, label_smoothing=0.1))
