@@ -102,8 +102,10 @@ def test_architecture_flags_reach_the_config_over_the_preset(small_tokenizer):
         ("output_dir: x\nmixed_precision: no\n", r"run\.yaml: mixed_precision: expected a string, got False \(YAML"),
         ("output_dir: x\nuse_cpu: 1\n", r"run\.yaml: use_cpu: expected true or false, got 1"),
         ("- output_dir\n", r"run\.yaml: expected a mapping"),
+        ("output_dir: x\nattn_implementation: flash\n", r"run\.yaml: attn_implementation: expected one of \['sdpa', "),
+        ("output_dir: x\nlength_penalty_type: fairseq\n", r"run\.yaml: length_penalty_type: expected one of \["),
     ],
-    ids=["syntax", "float-for-int", "yaml-no", "int-for-bool", "list"],
+    ids=["syntax", "float-for-int", "yaml-no", "int-for-bool", "list", "attn-choice", "penalty-choice"],
 )
 def test_case8_config_file_errors_name_the_file_and_key(tmp_path, yaml_text, expected):
     config = tmp_path / "run.yaml"

@@ -23,6 +23,10 @@ from vaswani_transformer.configuration_vaswani_transformer import VaswaniTransfo
 from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS
 
 
+# Attention kernels a model trains with (transformers' `attn_implementation` names); both are Eq. 1.
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
 __all__ = [
     "ARCHITECTURE_FIELDS",
     "DataArguments",
@@ -78,6 +82,16 @@ class _ModelChoice:
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair count for a BPE merge."})
     torch_compile: bool = field(
         default=False, metadata={"help": "torch.compile the model in place (nn.Module.compile)."}
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={
+            "help": "Attention kernel while training (transformers' attn_implementation): 'sdpa' (PyTorch's fused "
+            "scaled_dot_product_attention; far less memory on long sequences) or 'eager' (Eq. 1 as matmul, softmax, "
+            "matmul; faster for short sentences on CPU, where SDPA's backward is slow). Same math; a saved model "
+            "loads with 'sdpa' either way.",
+            "choices": list(ATTN_IMPLEMENTATIONS),
+        },
     )
 
 
@@ -289,8 +303,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
     """`--config file.yaml` gives defaults, the other flags override them (transformers.HfArgumentParser).
 
     Raises:
-        ValueError: `--config` without a value; a YAML syntax error, unknown keys, or a value of the wrong type in
-            the file (each names the file and key); inconsistent flags (`check_training_arguments`).
+        ValueError: `--config` without a value; a YAML syntax error, unknown keys, a value of the wrong type or
+            outside an argument's choices in the file (each names the file and key); inconsistent flags
+            (`check_training_arguments`).
         FileNotFoundError: if the `--config` file does not exist.
         SystemExit: (argparse, exit status 2) for an unknown flag or a command-line value of the wrong type.
     """
@@ -304,6 +319,15 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
         unknown = sorted(set(values) - set(hints))
         if unknown:
             raise ValueError(f"{config_path}: unknown keys {unknown} (see --help for the arguments)")
+        choices = {
+            f.name: f.metadata["choices"]
+            for cls in classes
+            for f in dataclasses.fields(cls)
+            if "choices" in f.metadata
+        }
+        for name, value in values.items():  # argparse checks `choices` of command-line values only
+            if name in choices and value not in choices[name]:
+                raise ValueError(f"{config_path}: {name}: expected one of {choices[name]}, got {value!r}")
         parser.set_defaults(**{name: _checked_value(config_path, name, v, hints[name]) for name, v in values.items()})
     model_args, data_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     check_training_arguments(train_args)

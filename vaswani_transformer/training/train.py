@@ -587,9 +587,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     model_config = build_model_config(model_args, tokenizer)
     if checkpoint:
         check_resume(checkpoint, model_config, arguments)
+    model_config._attn_implementation = model_args.attn_implementation  # training only: not saved with the model
     model = VaswaniTransformerForConditionalGeneration(model_config)
     model.generation_config = build_generation_config(model_config, train_args, data_args)
-    logger.info("model: %s preset, %.2fM parameters", model_args.model, model.num_parameters() / 1e6)
+    logger.info(
+        "model: %s preset, %.2fM parameters, %s attention",
+        model_args.model,
+        model.num_parameters() / 1e6,
+        model_args.attn_implementation,
+    )
     if model_args.torch_compile:
         model.compile()  # in place: the module, its state-dict keys and `unwrap_model` stay as they are
     optimizer = build_optimizer(model)
