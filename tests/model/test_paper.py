@@ -12,6 +12,7 @@ from vaswani_transformer.modeling_vaswani_transformer import (
     VaswaniTransformerDecoderLayer,
     VaswaniTransformerEncoderLayer,
     VaswaniTransformerPositionalEncoding,
+    dropout,
     label_smoothed_cross_entropy,
     scaled_dot_product_attention,
     shift_tokens_right,
@@ -207,3 +208,38 @@ def test_parameter_counts_match_table_3(preset, paper_millions):
         model = VaswaniTransformerForConditionalGeneration(config)
     parameters = sum(p.numel() for p in model.parameters())  # tied matrices counted once
     assert abs(parameters / 1e6 - paper_millions) / paper_millions < 0.05, f"{parameters / 1e6:.1f}M"
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_dropout_drops_with_probability_p_and_scales_the_rest(p):
+    """§5.4 dropout: every element (and each of the four 16-bit lanes of a random word) is dropped with
+    probability p (rounded to 2^-16) independently; kept ones are scaled by 1 / (1 - p), as `F.dropout`."""
+    torch.manual_seed(0)
+    x = torch.rand(1 << 22) + 0.5  # no zeros: a zero in the output is a drop
+    torch.manual_seed(1)
+    out = dropout(x, p, training=True)
+    kept = out != 0
+    rate = round(p * 65536) / 65536
+    sigma = math.sqrt(rate * (1 - rate) / (x.numel() / 4))
+    for lane in range(4):  # elements 4i + lane come from the same 16 bits of each 64-bit word
+        assert abs((~kept[lane::4]).float().mean().item() - rate) < 5 * sigma
+    torch.testing.assert_close(out[kept], x[kept] / (1 - p))
+    pairs = kept[: (1 << 22) - 1 : 2] & kept[1::2]  # neighbours are independent: P(both kept) = (1 - p)^2
+    assert abs(pairs.float().mean().item() - (1 - rate) ** 2) < 10 * sigma
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, p, training=True), out)  # seeded by torch's generator
+
+
+def test_dropout_gradient_bf16_identity_and_errors():
+    x = torch.randn(7, 33, dtype=torch.bfloat16, requires_grad=True)
+    out = dropout(x, 0.25, training=True)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16
+    expected = (out != 0).to(torch.bfloat16) * (1 / 0.75)
+    torch.testing.assert_close(x.grad, expected)
+    torch.testing.assert_close(out, torch.where(out != 0, x * (1 / 0.75), 0.0))
+    y = torch.randn(5)
+    assert dropout(y, 0.1, training=False) is y and dropout(y, 0.0, training=True) is y
+    assert torch.equal(dropout(y, 1.0, training=True), torch.zeros(5))
+    with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
+        dropout(y, 1.5, training=True)
