@@ -54,6 +54,9 @@ class Size:
     heads: int
     ffn_dim: int
     vocab_size: int
+    # The attention kernel ours and Marian train with ("sdpa" or "eager", transformers' attn_implementation; the
+    # same for both, so that they compare the same math and kernels): the training preset's choice at its size.
+    attn_implementation: str = "sdpa"
 
     def config(self, dropout: float = DROPOUT) -> VaswaniTransformerConfig:
         """Our config of this size, encoder and decoder alike; every contender is built from it."""
@@ -112,13 +115,15 @@ class TorchSeq2Seq(nn.Module):
         return F.linear(states, self.embed.weight)  # (batch, tgt_len, vocab)
 
 
-def build_contender(kind: str, size: Size, attn_implementation: str = "sdpa", seed: int = 0) -> nn.Module:
-    """A freshly initialised training contender: "ours", "marian" or "torch".
+def build_contender(kind: str, size: Size, attn_implementation: str | None = None, seed: int = 0) -> nn.Module:
+    """A freshly initialised training contender: "ours", "marian" or "torch"; ours and Marian with
+    `attn_implementation`, by default the size's (the torch model always runs `nn.MultiheadAttention`).
 
     Raises:
         ValueError: for another `kind`.
     """
     torch.manual_seed(seed)
+    attn_implementation = attn_implementation or size.attn_implementation
     if kind == "ours":
         config = size.config()
         config._attn_implementation = attn_implementation

@@ -21,6 +21,8 @@ BEAM4_SPEEDUP = 1.5  # beam-4 sentences/s: at least
 TRAINING_MEMORY = 0.9  # peak memory of a training step, base size: at most
 TRAINING_MFU = 0.40  # model FLOP utilisation of our training step, base size, fp32: at least
 SDPA_OVER_EAGER_ENCODER_MEMORY = 1 / 8  # encoder peak memory at the longest source, sdpa / eager: at most
+BF16_TRAINING_SPEEDUP = 1.5  # training tokens/s in bf16 autocast, at every size measured in bf16: at least
+BF16_TRAINING_MFU = 0.50  # model FLOP utilisation in bf16 at the base size, of the measured bf16 peak: at least
 
 
 def targets(results: dict, base: str) -> dict:
@@ -48,6 +50,16 @@ def targets(results: dict, base: str) -> dict:
             SDPA_OVER_EAGER_ENCODER_MEMORY,
         ),
     }
+    for key, row in results["training"].items():  # the bf16 rows that this run measured (CPU: if bf16 runs)
+        size, precision = key.split("/")
+        if precision == "bf16":
+            entries[f"training_tokens_per_s_vs_marian_{size}_bf16"] = (
+                row["ratio_ours_over_marian"],
+                ">=",
+                BF16_TRAINING_SPEEDUP,
+            )
+            if size == base:
+                entries[f"training_mfu_{base}_bf16"] = (row["mfu"]["ours"], ">=", BF16_TRAINING_MFU)
     compare = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}
     return {
         name: {

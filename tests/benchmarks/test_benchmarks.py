@@ -64,6 +64,8 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
     assert set(TARGETS) <= set(results["targets"])
     assert any(name.startswith("sdpa_over_eager_encoder_memory_at_") for name in results["targets"])
     assert all(isinstance(entry["holds"], bool) for entry in results["targets"].values())
+    bf16_sizes = [key.split("/")[0] for key in results["training"] if key.endswith("/bf16")]
+    assert all(f"training_tokens_per_s_vs_marian_{size}_bf16" in results["targets"] for size in bf16_sizes)
     assert results["translation"]["identical_translations"] is True
     assert all(results["translation"][search]["identical_translations"] for search in ("greedy", "beam4"))
     for entry in results["training"].values():
