@@ -778,55 +778,65 @@ def _loss_block_rows(logits: torch.Tensor, block_rows: int | None) -> int:
 
 
 class _LabelSmoothedCrossEntropy(torch.autograd.Function):
-    """Label-smoothed cross-entropy that keeps one vocabulary-sized tensor alive at a time (the logits).
+    """Label-smoothed cross-entropy whose gradient is computed in the forward pass, block by block.
 
     `F.cross_entropy(logits, labels, label_smoothing=eps)` saves the `(N, V)` log-probabilities for backward and
     builds two more `(N, V)` tensors there (the gradient of the loss with respect to the log-probabilities, then the
-    one with respect to the logits). Here the forward pass saves only the logits (alive anyway, returned to the
-    caller) and the `(N,)` log-partition log Z = logsumexp(z), and backward writes softmax(z) - q straight into a
-    gradient of the logits' own dtype. The fp32 arithmetic runs on blocks of `block_rows` rows (`_loss_block_rows`),
-    so that no fp32 `(N, V)` temporary exists on CPU. Not twice differentiable.
+    one with respect to the logits). Here each block of `block_rows` rows (`_loss_block_rows`) gives, while it is in
+    the cache, both its loss terms (log Z = logsumexp(z) and mean_k z_k, in fp32) and its gradient
+    (softmax(z) - q) / n, written in the logits' own dtype. Only that gradient is saved (not the logits: they may be
+    freed once the caller drops them), and backward scales it by the incoming gradient (nothing to do for the usual
+    1.0 on CPU). Without `needs_grad` (no_grad, evaluation) the gradient is not computed. Not twice differentiable.
     """
 
     @staticmethod
     def forward(
-        ctx, logits: torch.Tensor, labels: torch.Tensor, epsilon: float, ignore_index: int, block_rows: int
+        ctx,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        epsilon: float,
+        ignore_index: int,
+        block_rows: int,
+        needs_grad: bool,
     ) -> torch.Tensor:
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)  # fp32 (fp64 for fp64 logits)
-        rows = logits.shape[0]
+        rows, vocab_size = logits.shape
+        valid = labels != ignore_index  # (N,)
+        targets = labels.masked_fill(~valid, 0).unsqueeze(1)  # (N, 1), any in-range id where ignored
+        count = valid.sum()
+        scale = torch.where(valid, 1.0 / count, 0.0)  # (N,): d loss / d per_token; 0 where ignored
         log_z = logits.new_empty(rows, dtype=compute_dtype)  # (N,) logsumexp(z)
         mean_logit = logits.new_empty(rows, dtype=compute_dtype)  # (N,) mean_k z_k
+        grad = torch.empty_like(logits) if needs_grad else None  # (N, V) in the logits' dtype
         for start in range(0, rows, block_rows):
-            block = logits[start : start + block_rows].to(compute_dtype)  # (rows, V); the same tensor if fp32
-            torch.logsumexp(block, dim=-1, out=log_z[start : start + block_rows])
-            torch.mean(block, dim=-1, out=mean_logit[start : start + block_rows])
-        valid = labels != ignore_index  # (N,)
-        targets = labels.masked_fill(~valid, 0)  # (N,), any in-range id where ignored
-        target_logit = logits.gather(1, targets.unsqueeze(1)).squeeze(1).to(compute_dtype)  # (N,)
+            end = start + block_rows
+            block = logits[start:end].to(compute_dtype)  # (rows, V); the same tensor if fp32
+            torch.logsumexp(block, dim=-1, out=log_z[start:end])
+            torch.mean(block, dim=-1, out=mean_logit[start:end])
+            if grad is None:
+                continue
+            # z - log Z in fp32 (fp64 for fp64 logits), while the block is in the cache; in place on a converted copy
+            if logits.dtype == compute_dtype:
+                block = torch.sub(block, log_z[start:end].unsqueeze(1))  # (rows, V)
+            else:
+                block.sub_(log_z[start:end].unsqueeze(1))
+            block.exp_().sub_(epsilon / vocab_size)  # softmax(z) - eps / V
+            block.scatter_add_(1, targets[start:end], block.new_full((block.shape[0], 1), epsilon - 1.0))
+            grad[start:end] = block.mul_(scale[start:end].unsqueeze(1))  # - (1 - eps) at the target
+        target_logit = logits.gather(1, targets).squeeze(1).to(compute_dtype)  # (N,)
         # -sum_k q(k) log p(k) = (1 - eps) (log Z - z_y) + eps (log Z - mean_k z_k)
         per_token = log_z - (1.0 - epsilon) * target_logit - epsilon * mean_logit  # (N,)
-        count = valid.sum()
-        ctx.save_for_backward(logits, log_z, targets, valid, count)
-        ctx.epsilon, ctx.block_rows = epsilon, block_rows
+        if grad is not None:
+            ctx.save_for_backward(grad)
         return torch.where(valid, per_token, 0.0).sum() / count  # 0 / 0 = nan when all ignored, as F.cross_entropy
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
-        logits, log_z, targets, valid, count = ctx.saved_tensors
-        epsilon, vocab_size, block_rows = ctx.epsilon, logits.shape[-1], ctx.block_rows
-        scale = torch.where(valid, grad_output / count, 0.0)  # (N,): d loss / d per_token
-        grad = torch.empty_like(logits)  # (N, V) in the logits' dtype
-        for start in range(0, logits.shape[0], block_rows):
-            end = start + block_rows
-            # (rows, V) in fp32 (fp64 for fp64 logits; sub promotes bf16 logits)
-            block = torch.sub(logits[start:end], log_z[start:end].unsqueeze(1))
-            block.exp_().sub_(epsilon / vocab_size)  # softmax(z) - eps / V
-            block.scatter_add_(  # - (1 - eps) at the target
-                1, targets[start:end].unsqueeze(1), block.new_full((block.shape[0], 1), epsilon - 1.0)
-            )
-            grad[start:end] = block.mul_(scale[start:end].unsqueeze(1))
-        return grad, None, None, None, None
+        (grad,) = ctx.saved_tensors  # (N, V): d loss / d logits, never modified (backward may run again)
+        if grad_output.device.type != "cpu" or grad_output.item() != 1.0:  # no host sync on accelerators
+            grad = grad * grad_output.to(grad.dtype)
+        return grad, None, None, None, None, None
 
 
 def label_smoothed_cross_entropy(
@@ -835,10 +845,11 @@ def label_smoothed_cross_entropy(
     """§5.4 (after Szegedy et al., 2016): cross-entropy against q(k) = (1 - eps) * [k = y] + eps / V.
 
     Equals (1 - eps) * NLL(y) + eps * mean_k(-log p(k)) = log Z - (1 - eps) z_y - eps mean_k z_k, with z the
-    logits and log Z their logsumexp; its gradient with respect to z is softmax(z) - q. Same value and gradient as
-    `torch.nn.functional.cross_entropy(..., label_smoothing=eps)` (tested to fp32 rounding), computed in fp32 from
-    logits of any dtype, but without materialising log-probabilities or extra gradient tensors of the vocabulary's
-    size (`_LabelSmoothedCrossEntropy`).
+    logits and log Z their logsumexp; its gradient with respect to z is softmax(z) - q. Same value and gradient
+    as `torch.nn.functional.cross_entropy(..., label_smoothing=eps)` (tested to fp32 rounding), computed in fp32
+    from logits of any dtype, but without `(N, V)` fp32 temporaries: each block gives its loss terms and its
+    gradient in one visit, in the forward pass (`_LabelSmoothedCrossEntropy`; the gradient is skipped under
+    `torch.no_grad` or for logits without grad).
 
     Args:
         logits: `(batch, tgt_len, vocab)`; labels: `(batch, tgt_len)` with `ignore_index` at ignored positions.
@@ -855,6 +866,7 @@ def label_smoothed_cross_entropy(
         float(epsilon),
         ignore_index,
         _loss_block_rows(flat_logits, block_rows),
+        torch.is_grad_enabled() and flat_logits.requires_grad,
     )
 
 

@@ -187,6 +187,22 @@ def test_label_smoothed_loss_gradcheck_and_all_ignored(block_rows):
     assert torch.isnan(F.cross_entropy(logits, all_ignored, label_smoothing=0.1))
 
 
+def test_label_smoothed_loss_gradient_is_the_same_on_a_second_backward():
+    """The gradient is computed in the forward pass and saved: a retained graph's second backward (upstream 1.0,
+    then 2.0) must give the same gradient again, scaled, and not one modified by the first."""
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(10, 17)).requires_grad_()
+    labels = torch.randint(0, 17, (10,))
+    labels[3] = -100
+    expected_logits = logits.detach().clone().requires_grad_()
+    F.cross_entropy(expected_logits, labels, label_smoothing=0.1).backward()
+    loss = label_smoothed_cross_entropy(logits, labels, 0.1)
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss * 2.0, logits)
+    torch.testing.assert_close(first, expected_logits.grad)
+    torch.testing.assert_close(second, 2.0 * expected_logits.grad)
+
+
 def test_model_loss_uses_config_label_smoothing():
     model = VaswaniTransformerForConditionalGeneration(tiny_config(label_smoothing=0.1)).eval()
     source, labels = torch.randint(4, 1000, (2, 6)), torch.randint(4, 1000, (2, 5))
