@@ -172,6 +172,13 @@ class TrainingArguments:
     max_grad_norm: float = field(default=0.0, metadata={"help": "Clip gradient norm (0: off, the paper)."})
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (accelerate autocast)."})
     use_cpu: bool = field(default=False, metadata={"help": "CPU only; needed for multi-process CPU (gloo) runs."})
+    keep_freed_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU with glibc: keep freed memory in malloc's heap for reuse (mallopt; training.allocator) "
+            "instead of page-faulting the step's large tensors in again every step."
+        },
+    )
     logging_steps: int = field(default=50, metadata={"help": "Log every N optimizer steps."})
     eval_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: only at the end)."})
     num_beams: int = field(default=4, metadata={"help": "Beam size (§6.1: 4)."})

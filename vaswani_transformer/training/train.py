@@ -42,6 +42,7 @@ from transformers import GenerationConfig
 
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from vaswani_transformer.training.allocator import keep_freed_memory
 from vaswani_transformer.training.arguments import (
     ARCHITECTURE_FIELDS,
     DataArguments,
@@ -537,6 +538,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("vaswani_transformer").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
+    if train_args.keep_freed_memory and accelerator.device.type == "cpu":
+        keep_freed_memory()  # no page faults for the tensors every step allocates anew (training.allocator)
     set_seed(train_args.seed)
     checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, out)
     non_empty = out.is_dir() and any(out.iterdir())
