@@ -9,6 +9,7 @@ package never import it, so a saved model still loads as remote code where only 
 - `checkpoints`: atomic checkpoints and exact resumption; `averaging`: §6.1 checkpoint averaging.
 - `evaluation`: beam-search translation and sacreBLEU/chrF; `train`: the accelerate training program.
 - `tokenizer_training`, `hub`, `bleu_curve`: the shared BPE vocabulary, Hub upload, the BLEU-against-time plot.
+- `allocator`: glibc's malloc set to keep freed memory for reuse during CPU training (no page faults a step).
 
 Each module with a `main` is a command (`vaswani-train`, `vaswani-evaluate`, ...) and a thin script in `training/`.
 """

@@ -10,7 +10,9 @@ every activation of a bigger batch), so each step page-faults them in again: ~20
 `keep_freed_memory()` calls `mallopt(3)` (glibc's documented tuning interface; the same settings as the
 `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` environment variables and `GLIBC_TUNABLES`, which must be set
 before the process starts) so that allocations below `mmap_threshold` come from the heap and freed memory stays there.
-The process's resident memory then stays at its peak instead of rising and falling each step. Intel's and PyTorch's
+The process's resident memory then stays at its peak instead of rising and falling each step; so that this peak is
+the training step's and not that of data preparation before it, the call first returns the heap's free memory to the
+kernel (`malloc_trim(3)`), and the training script makes it just before the first step. Intel's and PyTorch's
 CPU performance guides get the same effect by preloading jemalloc or tcmalloc. Only on Linux with glibc; elsewhere it
 does nothing and says so.
 """
@@ -38,7 +40,8 @@ DEFAULT_TRIM_THRESHOLD = 1 << 30  # bytes: up to 1 GiB free at the heap's top is
 def keep_freed_memory(
     mmap_threshold: int = DEFAULT_MMAP_THRESHOLD, trim_threshold: int = DEFAULT_TRIM_THRESHOLD
 ) -> bool:
-    """Set glibc's `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` (bytes) with `mallopt(3)` for this process.
+    """Return free heap memory to the kernel (`malloc_trim(0)`), then set glibc's `M_MMAP_THRESHOLD` and
+    `M_TRIM_THRESHOLD` (bytes) with `mallopt(3)` for this process.
 
     Affects allocations made after the call; setting either threshold also turns off glibc's dynamic adjustment of
     the mmap threshold. Returns True if glibc accepted both values, False (and logs why) on a system without glibc
@@ -52,6 +55,7 @@ def keep_freed_memory(
         logger.info("keep_freed_memory: not Linux with glibc (%s), malloc left as it is", platform.platform())
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.malloc_trim(0)
     accepted = [libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold), libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)]
     if accepted != [1, 1]:
         logger.warning(

@@ -538,8 +538,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("vaswani_transformer").setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    if train_args.keep_freed_memory and accelerator.device.type == "cpu":
-        keep_freed_memory()  # no page faults for the tensors every step allocates anew (training.allocator)
     set_seed(train_args.seed)
     checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, out)
     non_empty = out.is_dir() and any(out.iterdir())
@@ -640,6 +638,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_args, accelerator, model, optimizer, scheduler, dataloader, log,
         lambda: validate_with(model=full_model(accelerator, model)),
     )  # fmt: skip
+    if train_args.keep_freed_memory and accelerator.device.type == "cpu":
+        # From here on no page faults for the tensors every step allocates anew; what data preparation freed is
+        # returned to the kernel first (training.allocator).
+        keep_freed_memory()
     state = train(run, state)
 
     # §6.1: average the last checkpoints, save the model, score the test split.
