@@ -835,7 +835,7 @@ class _LabelSmoothedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors  # (N, V): d loss / d logits, never modified (backward may run again)
         if grad_output.device.type != "cpu" or grad_output.item() != 1.0:  # no host sync on accelerators
-            grad = grad * grad_output.to(grad.dtype)
+            grad = grad * grad_output  # a 0-dim fp32 factor: the product is taken in fp32, stored in grad's dtype
         return grad, None, None, None, None, None
 
 

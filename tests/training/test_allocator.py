@@ -47,7 +47,7 @@ def test_keep_freed_memory_keeps_a_freed_64_mib_tensor_for_reuse():
     assert result["accepted"]
     kept_bytes, faults = result["kept"]
     assert kept_bytes > nbytes // 2, result  # still resident after the free: kept for reuse
-    assert faults < pages // 10, result  # and reused: no page faults for the second tensor
+    assert faults < pages // 10, result  # and reused: no page faults for the third tensor
 
 
 @pytest.mark.parametrize("bad", [{"mmap_threshold": 0}, {"trim_threshold": 1 << 31}, {"mmap_threshold": -5}])

@@ -54,7 +54,7 @@ def keep_freed_memory(
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         logger.info("keep_freed_memory: not Linux with glibc (%s), malloc left as it is", platform.platform())
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.malloc_trim(0)
     accepted = [libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold), libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)]
     if accepted != [1, 1]:
