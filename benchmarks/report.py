@@ -97,6 +97,14 @@ def iqr(paired: dict) -> str:
     return f"{paired['median']:.3f} [{paired['q1']:.3f}, {paired['q3']:.3f}]"
 
 
+ALLOCATOR_NOTES = {
+    "default": "Memory allocator: glibc malloc with its defaults, for every contender.",
+    "keep_freed_memory": "Memory allocator: glibc malloc keeping freed memory (`--keep_freed_memory`: "
+    "M_MMAP_THRESHOLD 256 MiB, M_TRIM_THRESHOLD 1 GiB, as training/train.py sets it on CPU), for every contender; "
+    "the memory sections run in fresh processes with malloc's defaults.",
+}
+
+
 def markdown(results: dict) -> str:
     """The results as markdown: one table per section, then the targets."""
     lines = [
@@ -105,6 +113,8 @@ def markdown(results: dict) -> str:
         f"torch {results['versions']['torch']}, transformers {results['versions']['transformers']}; "
         f"median of {results['repeats']} rounds after a warm-up; ratios are ours / peer (speed: of the medians; "
         "'per round': the median and quartiles of the ratios within each round).",
+        "",
+        ALLOCATOR_NOTES[results.get("allocator", "default")],
         "",
         "## Training step (forward + backward + Adam), source + target tokens/s",
         "",

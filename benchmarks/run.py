@@ -1,6 +1,6 @@
 """Speed and memory of `VaswaniTransformerForConditionalGeneration` side by side with its peers, in one run.
 
-    python -m benchmarks.run [--quick] [--device cpu|cuda] [--output benchmarks/results]
+    python -m benchmarks.run [--quick] [--device cpu|cuda] [--keep_freed_memory] [--output benchmarks/results]
 
 Run from the repository root. Peers, on the same machine in the same run, so that only ratios matter (absolute times
 on a shared machine are noise): MarianMT with the paper's math and the same model on `torch.nn.Transformer` (see
@@ -24,6 +24,11 @@ whether each holds), `<machine>.md` (a table) and `<machine>.png` (bar chart of 
 
 Each timing is the median of `repeats` rounds after one warm-up round; a round runs every contender once, one after
 the other (interleaved, so load from elsewhere hits all alike). `--quick` shrinks everything to a smoke run.
+
+`--keep_freed_memory` (CPU) runs the training and translation sections with glibc malloc set as `training/train.py`
+sets it on CPU (`vaswani_transformer.training.allocator.keep_freed_memory`), for every contender alike, and writes
+`<machine>-keep-freed-memory.{json,md,png}`; without it, malloc keeps its defaults (how a script that does not set
+it runs). The memory sections always run in fresh processes with the defaults.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import torch
 import transformers
 import yaml
 
+from vaswani_transformer.training.allocator import keep_freed_memory
 from vaswani_transformer.training.batching import non_pad_tokens
 from vaswani_transformer.training.data import default_data_dir
 
@@ -371,7 +377,15 @@ def main() -> None:
         help="A trained model (post-norm; e.g. outputs/multi30k_en_de_cpu) for the translation sections, with its "
         "Marian twin from to_marian; default: a random Marian of the CPU preset size and its conversion.",
     )
+    parser.add_argument(
+        "--keep_freed_memory",
+        action="store_true",
+        help="CPU: time training and translation with glibc malloc keeping freed memory, as training/train.py runs "
+        "on CPU (for every contender), and add -keep-freed-memory to the report's name. Default: malloc's defaults.",
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory and args.device != "cpu":
+        parser.error("--keep_freed_memory is a setting of glibc malloc for CPU runs; drop it with --device cuda")
     if args.quick:
         torch.set_num_threads(1)  # a smoke run: one thread is robust when the machine is busy with other work
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -386,6 +400,10 @@ def main() -> None:
     tokenizer = load_tokenizer(args.data_dir, run_plan.tokenizer_sentences, run_plan.tokenizer_vocab)
     # The vocabulary of the sizes is the plan's; the tokenizer's ids (< its vocabulary) must fit in every one.
     assert all(len(tokenizer) <= size.vocab_size for size in run_plan.sizes), "tokenizer larger than a model vocab"
+    # Set after the tokenizer (as train.py sets it after data preparation); False where it cannot (not glibc).
+    allocator = "keep_freed_memory" if args.keep_freed_memory and keep_freed_memory() else "default"
+    if args.keep_freed_memory and allocator == "default":
+        parser.error("--keep_freed_memory: glibc malloc did not accept the setting on this system (see the log)")
     peak_repeats = max(2 * run_plan.repeats, 5)
     peaks = {"fp32": matmul_peak(args.device, torch.float32, run_plan.matmul_n, peak_repeats)}
     peaks["bf16"] = matmul_peak(args.device, torch.bfloat16, run_plan.matmul_n, peak_repeats)
@@ -398,6 +416,7 @@ def main() -> None:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator,
         "quick": args.quick,
         "repeats": run_plan.repeats,
         "versions": {
@@ -421,7 +440,8 @@ def main() -> None:
     results["targets"] = targets(results, base)
     results["wall_seconds"] = time.perf_counter() - started
 
-    stem = write_report(results, args.output, results["machine"], markdown(results))
+    name = results["machine"] + ("-keep-freed-memory" if allocator == "keep_freed_memory" else "")
+    stem = write_report(results, args.output, name, markdown(results))
     bar_chart(results, base, Path(f"{stem}.png"))
     print(f"wrote {stem}.json, .md, .png in {results['wall_seconds']:.0f} s")
     if not results["translation"]["identical_translations"]:

@@ -52,10 +52,14 @@ def run_quick(module: str, multi30k_dir, *args: str) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
-def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir):
-    run_quick("run", multi30k_dir, "--output", str(tmp_path))
+@pytest.mark.parametrize("allocator", ["default", "keep_freed_memory"])
+def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir, allocator):
+    flags = ["--keep_freed_memory"] if allocator == "keep_freed_memory" else []
+    run_quick("run", multi30k_dir, "--output", str(tmp_path), *flags)
     (report,) = tmp_path.glob("*.json")
     results = json.loads(report.read_text())
+    assert results["allocator"] == allocator
+    assert report.stem.endswith("-keep-freed-memory") == (allocator == "keep_freed_memory")
     assert report.with_suffix(".md").stat().st_size > 0
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
