@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from vaswani_transformer.training.allocator import DEFAULT_MMAP_THRESHOLD, DEFAULT_TRIM_THRESHOLD
+
 from .contenders import CONTENDERS
 
 
@@ -100,8 +102,9 @@ def iqr(paired: dict) -> str:
 ALLOCATOR_NOTES = {
     "default": "Memory allocator: glibc malloc with its defaults, for every contender.",
     "keep_freed_memory": "Memory allocator: glibc malloc keeping freed memory (`--keep_freed_memory`: "
-    "M_MMAP_THRESHOLD 256 MiB, M_TRIM_THRESHOLD 1 GiB, as training/train.py sets it on CPU), for every contender; "
-    "the memory sections run in fresh processes with malloc's defaults.",
+    f"M_MMAP_THRESHOLD {DEFAULT_MMAP_THRESHOLD >> 20} MiB, M_TRIM_THRESHOLD {DEFAULT_TRIM_THRESHOLD >> 20} MiB, "
+    "as training/train.py sets it on CPU), for every contender; the memory sections run in fresh processes with "
+    "malloc's defaults.",
 }
 
 

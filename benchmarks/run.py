@@ -400,10 +400,11 @@ def main() -> None:
     tokenizer = load_tokenizer(args.data_dir, run_plan.tokenizer_sentences, run_plan.tokenizer_vocab)
     # The vocabulary of the sizes is the plan's; the tokenizer's ids (< its vocabulary) must fit in every one.
     assert all(len(tokenizer) <= size.vocab_size for size in run_plan.sizes), "tokenizer larger than a model vocab"
-    # Set after the tokenizer (as train.py sets it after data preparation); False where it cannot (not glibc).
-    allocator = "keep_freed_memory" if args.keep_freed_memory and keep_freed_memory() else "default"
-    if args.keep_freed_memory and allocator == "default":
-        parser.error("--keep_freed_memory: glibc malloc did not accept the setting on this system (see the log)")
+    allocator = "default"
+    if args.keep_freed_memory:  # after the tokenizer, as train.py sets it after data preparation
+        if not keep_freed_memory():
+            parser.error("--keep_freed_memory: glibc malloc did not accept the setting on this system (see the log)")
+        allocator = "keep_freed_memory"
     peak_repeats = max(2 * run_plan.repeats, 5)
     peaks = {"fp32": matmul_peak(args.device, torch.float32, run_plan.matmul_n, peak_repeats)}
     peaks["bf16"] = matmul_peak(args.device, torch.bfloat16, run_plan.matmul_n, peak_repeats)

@@ -27,7 +27,7 @@ import platform
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["DEFAULT_MMAP_THRESHOLD", "DEFAULT_TRIM_THRESHOLD", "keep_freed_memory"]
 
 # mallopt(3) parameter numbers, from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
