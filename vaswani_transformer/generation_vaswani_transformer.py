@@ -88,7 +88,8 @@ ROW_WISE_LOGITS_PROCESSORS = (
     "SuppressTokensLogitsProcessor",
 )
 ROW_WISE_STOPPING_CRITERIA = ("EosTokenCriteria", "MaxLengthCriteria", "MaxTimeCriteria", "StopStringCriteria")
-MODEL_KWARGS = {"attention_mask", "encoder_outputs", "past_key_values", "use_cache"}
+# `cache` is `past_key_values` before transformers 5.25 (the same object under its older name).
+MODEL_KWARGS = {"attention_mask", "encoder_outputs", "cache", "past_key_values", "use_cache"}
 FINISHED = -1.0e9  # transformers' score for "not a candidate" (finished hypothesis slots not yet filled, etc.)
 
 
@@ -114,7 +115,7 @@ def unsupported_reason(
     implementations keep transformers' loop.
     """
     encoder_outputs = model_kwargs.get("encoder_outputs")
-    cache = model_kwargs.get("past_key_values")
+    cache = model_kwargs.get("cache", model_kwargs.get("past_key_values"))
     if generation_config.do_sample:
         return "beam sampling (do_sample=True)"
     if generation_config.return_dict_in_generate:
@@ -132,7 +133,7 @@ def unsupported_reason(
     if encoder_outputs is None or encoder_outputs[0].shape[0] * generation_config.num_beams != input_ids.shape[0]:
         return "encoder outputs with one row per beam"
     if cache is not None and cache.get_seq_length() > 0:
-        return "a pre-filled past_key_values"
+        return "a pre-filled cache"
     if not _instances_of(logits_processor, ROW_WISE_LOGITS_PROCESSORS):
         return f"logits processors {[type(p).__name__ for p in logits_processor]}"
     if not _instances_of(stopping_criteria, ROW_WISE_STOPPING_CRITERIA):
@@ -228,7 +229,8 @@ def beam_search(
         generation_config: `num_beams`, `length_penalty`, `early_stopping`, `max_length`, `num_return_sequences`,
             and the pad and EOS ids prepared by `generate()` (`_pad_token_tensor`, `_eos_token_tensor`).
         model_kwargs: `encoder_outputs` (`(batch, src_len, d_model)`, one row per sentence), `attention_mask`
-            (`(batch, src_len)` or None), and the unused `past_key_values`/`use_cache`.
+            (`(batch, src_len)` or None), and the unused `cache` (`past_key_values` before transformers 5.25) and
+            `use_cache`.
     Returns:
         `(batch * num_return_sequences, out_len)` token ids, best hypothesis first for each sentence, starting with
         the decoder start token; shorter hypotheses are filled with transformers' fill value (the pad id, or the

@@ -8,6 +8,7 @@ and the standard library, so that it runs as remote code (`trust_remote_code=Tru
 Shapes: `batch` sentences, `src_len` source tokens, `tgt_len` target tokens, `heads` = h, `head_dim` = d_model / h.
 """
 
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -41,12 +42,34 @@ __all__ = [
     "VaswaniTransformerForConditionalGeneration",
     "VaswaniTransformerModel",
     "VaswaniTransformerPreTrainedModel",
+    "decoder_cache",
     "dropout",
     "label_smoothed_cross_entropy",
     "scaled_dot_product_attention",
     "shift_tokens_right",
     "sinusoidal_positional_encoding",
 ]
+
+# transformers 5.25 renamed the decoder's key/value cache from `past_key_values` to `cache`: in what `generate()`
+# passes to `forward`, in the model outputs and in `create_causal_mask`. A saved model runs as remote code on every
+# release from 5.4 on, so the forwards take both names (`decoder_cache`) and use the installed release's name for
+# the others.
+OUTPUT_CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+MASK_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+def decoder_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The decoder cache a `forward` was given, under its name since transformers 5.25 (`cache`) or before it
+    (`past_key_values`, what `generate()` passes on 5.4 to 5.24).
+
+    Raises:
+        ValueError: if both are given.
+    """
+    if past_key_values is None:
+        return cache
+    if cache is not None:
+        raise ValueError("give the decoder cache as `cache` or as `past_key_values` (its name before 5.25), not both")
+    return past_key_values
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -615,9 +638,10 @@ class VaswaniTransformerDecoder(VaswaniTransformerStack):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         """
@@ -628,27 +652,28 @@ class VaswaniTransformerDecoder(VaswaniTransformerStack):
                 with one row per sentence whose `beams` hypotheses are adjacent decoder rows (what `generate` passes
                 for beam search; "sdpa" and "eager" attention only).
             encoder_attention_mask: `(batch, src_len)` (or `(batch / beams, src_len)`) source padding mask, or None.
-            past_key_values: `EncoderDecoderCache` of earlier steps; created when `use_cache` and None.
+            cache: `EncoderDecoderCache` of earlier steps; created when `use_cache` and None.
             inputs_embeds: `(batch, tgt_len, d_model)` instead of `input_ids` (used as given, not scaled).
+            past_key_values: `cache` under its name before transformers 5.25.
         Returns:
-            `BaseModelOutputWithPastAndCrossAttentions` with `last_hidden_state` `(batch, tgt_len, d_model)`.
+            `BaseModelOutputWithPastAndCrossAttentions` with `last_hidden_state` `(batch, tgt_len, d_model)` and the
+            cache (field `OUTPUT_CACHE_FIELD`).
         Raises:
-            ValueError: if neither or both of `input_ids` and `inputs_embeds` are given, or if the decoder batch is
-                not a multiple of the encoder batch.
+            ValueError: if neither or both of `input_ids` and `inputs_embeds` are given, if the decoder batch is
+                not a multiple of the encoder batch, or if both `cache` and `past_key_values` are given.
         """
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        cache = decoder_cache(cache, past_key_values)
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        past_length = cache.get_seq_length() if cache is not None else 0
         inputs_embeds, hidden_states = self.embed(input_ids, inputs_embeds, past_length)  # (batch, tgt_len, d)
 
-        self_attention_cache = past_key_values
-        if isinstance(past_key_values, EncoderDecoderCache):
-            self_attention_cache = past_key_values.self_attention_cache
+        self_attention_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=self_attention_cache,
+            **{MASK_CACHE_ARGUMENT: self_attention_cache},
         )
         queries = inputs_embeds  # (batch, tgt_len, d): the queries of encoder-decoder attention, for the mask's shape
         batch, tgt_len, d_model = inputs_embeds.shape
@@ -669,11 +694,11 @@ class VaswaniTransformerDecoder(VaswaniTransformerStack):
                 causal_mask,
                 encoder_hidden_states,  # positional, for gradient checkpointing
                 encoder_attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
+                past_key_values=cache,
                 **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(
-            last_hidden_state=self.final_norm(hidden_states), past_key_values=past_key_values
+            last_hidden_state=self.final_norm(hidden_states), **{OUTPUT_CACHE_FIELD: cache}
         )
 
 
@@ -712,17 +737,23 @@ class VaswaniTransformerModel(VaswaniTransformerPreTrainedModel):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple[torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqModelOutput:
         """Encode `(batch, src_len)` source ids once (or take `encoder_outputs`) and decode `(batch, tgt_len)` ids.
 
+        `cache` is the decoder's `EncoderDecoderCache` (`past_key_values` before transformers 5.25).
+
         Returns:
             `Seq2SeqModelOutput`: `last_hidden_state` `(batch, tgt_len, d_model)`, `encoder_last_hidden_state`
-            `(batch, src_len, d_model)`, `past_key_values`, and per-layer attentions if requested.
+            `(batch, src_len, d_model)`, the cache (field `OUTPUT_CACHE_FIELD`), and per-layer attentions if
+            requested.
+        Raises:
+            ValueError: as `VaswaniTransformerDecoder.forward`.
         """
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
@@ -739,14 +770,14 @@ class VaswaniTransformerModel(VaswaniTransformerPreTrainedModel):
             attention_mask=decoder_attention_mask,
             encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=decoder_cache(cache, past_key_values),
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
             **kwargs,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **{OUTPUT_CACHE_FIELD: getattr(decoder_outputs, OUTPUT_CACHE_FIELD)},
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -895,20 +926,25 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         encoder_outputs: BaseModelOutput | tuple[torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         decoder_inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqLMOutput:
         """
         Args:
             input_ids, attention_mask: `(batch, src_len)` source ids and padding mask.
             decoder_input_ids, decoder_attention_mask: `(batch, tgt_len)`; built from `labels` when omitted.
+            cache: the decoder's `EncoderDecoderCache` while generating (`past_key_values` before transformers 5.25).
             labels: `(batch, tgt_len)` target ids, -100 where no loss is wanted.
         Returns:
-            `Seq2SeqLMOutput` with `logits` `(batch, tgt_len, vocab_size)` and, given labels, the scalar `loss`.
+            `Seq2SeqLMOutput` with `logits` `(batch, tgt_len, vocab_size)`, the cache (field `OUTPUT_CACHE_FIELD`)
+            and, given labels, the scalar `loss`.
+        Raises:
+            ValueError: as `VaswaniTransformerDecoder.forward`.
         """
         if labels is not None:
             use_cache = False
@@ -922,7 +958,7 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
             encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
+            cache=decoder_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
@@ -935,7 +971,7 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{OUTPUT_CACHE_FIELD: getattr(outputs, OUTPUT_CACHE_FIELD)},
             decoder_hidden_states=outputs.decoder_hidden_states,
             decoder_attentions=outputs.decoder_attentions,
             cross_attentions=outputs.cross_attentions,

@@ -260,13 +260,26 @@ def test_generation_config_is_what_translates(trained, tmp_path, caplog):
     beam 3, alpha 1.2, max_length and min_length (not max_new_tokens), whose off-by-one the export must get right;
     and settings it cannot carry are named in a warning."""
     model, tokenizer, sentences = trained
-    settings = dict(num_beams=3, length_penalty=1.2, early_stopping=True, max_length=9, min_length=6)
+    search = dict(num_beams=3, length_penalty=1.2, early_stopping=True)
+    # Limits that both bite on this model: its translations' lengths depend on the machine's rounding over the 300
+    # training steps of the fixture, so they are read from its own unlimited search. generate()'s lengths count the
+    # decoder start token: max_length cuts the longer half, min_length lengthens the shortest.
+    free = sorted(len(ids) for ids in generated(model, tokenizer, sentences, **search, max_new_tokens=40))
+    max_length, min_length = free[len(free) // 2] + 1, free[0] + 2
+    assert min_length < max_length, f"translations of too similar lengths for the test: {free}"
+    settings = dict(search, max_length=max_length, min_length=min_length)
     save(model, tokenizer, tmp_path / "model", **settings)
     translator = Translator(export_ctranslate2(tmp_path / "model", tmp_path / "ct2"))
     ours = generated(model, tokenizer, sentences, **settings)
-    assert translator.generate(tokenizer(sentences)["input_ids"]) == ours
-    assert max(len(ids) for ids in ours) == 8 and min(len(ids) for ids in ours) >= 5  # both limits bite
-    assert sum(len(ids) == 8 for ids in ours) < len(ours)
+    theirs = translator.generate(tokenizer(sentences)["input_ids"])
+    lengths = [len(ids) for ids in ours]
+    assert max(lengths) == max_length - 1 and min(lengths) >= min_length - 1  # both limits hold...
+    assert min(lengths) > free[0] and 0 < lengths.count(max_length - 1) < len(lengths)  # ...and bite, not on all
+    # Every translation that ends with </s> is generate()'s. Where max_length cuts every hypothesis of a sentence,
+    # CTranslate2 may keep another cut hypothesis than transformers' beam search (a known difference, README
+    # "Deploy"): there only the length is the same.
+    for mine, exported in zip(ours, theirs, strict=True):
+        assert exported == mine if mine[-1] == tokenizer.eos_token_id else len(exported) == len(mine) == max_length - 1
 
     caplog.set_level(logging.WARNING)
     options = translate_batch_options(GenerationConfig(forced_eos_token_id=2, num_return_sequences=2, num_beams=2))

@@ -11,6 +11,7 @@ from vaswani_transformer import (
     VaswaniTransformerModel,
 )
 from vaswani_transformer.convert import from_marian
+from vaswani_transformer.modeling_vaswani_transformer import OUTPUT_CACHE_FIELD
 
 
 ATTENTION_IMPLEMENTATIONS = ["sdpa", "eager"]
@@ -152,7 +153,8 @@ def test_beam_search_keeps_one_cross_attention_row_per_sentence(real_batch):
     inputs = dict(input_ids=real_batch["input_ids"][:2], attention_mask=real_batch["attention_mask"][:2])
     kwargs = dict(num_beams=4, max_new_tokens=5, return_dict_in_generate=True)
     sdpa = make_model(seed=4).generate(**inputs, **kwargs)
-    self_cache, cross_cache = sdpa.past_key_values.self_attention_cache, sdpa.past_key_values.cross_attention_cache
+    cache = getattr(sdpa, OUTPUT_CACHE_FIELD)
+    self_cache, cross_cache = cache.self_attention_cache, cache.cross_attention_cache
     assert cross_cache.layers[0].keys.shape[0] == 2 and self_cache.layers[0].keys.shape[0] == 8
     eager = make_model(seed=4, attn_implementation="eager").generate(**inputs, **kwargs, output_attentions=True)
     src_len = inputs["input_ids"].shape[1]
@@ -213,8 +215,10 @@ def test_future_target_tokens_do_not_change_earlier_logits():
     assert not torch.allclose(before[:, 5:], after[:, 5:])
 
 
+# The decoder cache's name: `cache` from transformers 5.25 on; `past_key_values`, what generate() passes before it.
+@pytest.mark.parametrize("cache_name", ["cache", "past_key_values"])
 @pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
-def test_cached_incremental_decoding_equals_full_forward(attn_implementation, real_batch):
+def test_cached_incremental_decoding_equals_full_forward(attn_implementation, cache_name, real_batch):
     model = make_model(attn_implementation=attn_implementation)
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(real_batch["labels"])[:, :7]
     with torch.no_grad():
@@ -230,14 +234,40 @@ def test_cached_incremental_decoding_equals_full_forward(attn_implementation, re
                 encoder_outputs=encoder_outputs,
                 attention_mask=real_batch["attention_mask"],
                 decoder_input_ids=decoder_input_ids[:, position : position + 1],
-                past_key_values=past,
                 use_cache=True,
+                **{cache_name: past},
             )
-            past = step.past_key_values
+            past = getattr(step, OUTPUT_CACHE_FIELD)
             steps.append(step.logits)
     assert past.get_seq_length() == decoder_input_ids.shape[1]
     assert all(past.is_updated.values())  # cross-attention K/V were projected once and reused
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cache_under_both_names_is_refused(real_batch):
+    model = make_model()
+    step = model(input_ids=real_batch["input_ids"], decoder_input_ids=real_batch["labels"][:, :1], use_cache=True)
+    cache = getattr(step, OUTPUT_CACHE_FIELD)
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=real_batch["input_ids"], decoder_input_ids=real_batch["labels"][:, 1:2], cache=cache,
+              past_key_values=cache)  # fmt: skip
+
+
+@pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
+@pytest.mark.parametrize(
+    "search", [dict(num_beams=1), dict(num_beams=4), dict(do_sample=True, top_k=5)], ids=["greedy", "beam4", "sample"]
+)
+def test_generate_with_the_cache_equals_generate_without_it(attn_implementation, search, small_tokenizer, real_batch):
+    """`generate()` decoding one token a step through the cache it passes to `forward` (`cache` from transformers
+    5.25 on, `past_key_values` before) gives the tokens of recomputing every prefix (`use_cache=False`)."""
+    model = from_marian(random_marian(len(small_tokenizer), attn_implementation))
+    inputs = dict(input_ids=real_batch["input_ids"][:6], attention_mask=real_batch["attention_mask"][:6])
+    generated = {}
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        generated[use_cache] = model.generate(**inputs, max_new_tokens=12, use_cache=use_cache, **search)
+    assert torch.equal(generated[True], generated[False])
+    assert len({tuple(row.tolist()) for row in generated[True]}) > 1  # varied translations, not one degenerate row
 
 
 def test_output_attentions_returns_every_layer_and_head(real_batch):
