@@ -10,7 +10,12 @@ same texts with the same `tokenizer.json` (post-processor included, so each sequ
 - wrapper: `tokenizer(texts)`, batched, no padding, Python lists of `input_ids` and `attention_mask` out;
 - bare: `Tokenizer.encode_batch(texts)`, which returns Rust `Encoding` objects and converts nothing;
 - bare + lists: `encode_batch` followed by reading `.ids` and `.attention_mask` of each encoding, i.e. the same
-  Python output as the wrapper (what a training loop actually needs).
+  Python output as the wrapper (what a training loop actually needs);
+- ceiling: `encode_batch` of the same pipeline with the BPE model replaced by a `WordLevel` lookup over the same
+  vocabulary (normalizer, byte-level pre-tokenizer and post-processor unchanged, no merges at all). Its output is
+  not a valid encoding; its speed is what any BPE, however fast, could reach with this pre-tokenizer, so
+  bare / ceiling is the share of encoding time that BPE itself takes (the rest is Unicode normalization, the GPT-2
+  regex and the byte mapping).
 
 Goal: the wrapper takes at most 1.2x the time of bare `encode_batch`. "bare + lists" is slower than the
 wrapper because it leaves Python's cyclic garbage collector running while it builds 116,000 lists (see
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import tokenizers
 import transformers
+from tokenizers.models import WordLevel
 
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.data import default_data_dir, iter_texts, load_parallel_dataset
@@ -61,6 +67,8 @@ def main() -> None:
         tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(args.tokenizer_dir)
     bare = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     assert tokenizer(texts[:100])["input_ids"] == [encoding.ids for encoding in bare.encode_batch(texts[:100])]
+    ceiling = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    ceiling.model = WordLevel(vocab=tokenizer.get_vocab(), unk_token=tokenizer.unk_token)
 
     contenders = {
         "wrapper: VaswaniTransformerTokenizerFast.__call__": lambda: tokenizer(texts),
@@ -68,16 +76,18 @@ def main() -> None:
         "bare + lists: encode_batch, .ids, .attention_mask": lambda: [
             (encoding.ids, encoding.attention_mask) for encoding in bare.encode_batch(texts)
         ],
+        "ceiling: encode_batch with a WordLevel model (no merges)": lambda: ceiling.encode_batch(texts),
     }
     times = time_interleaved(contenders, args.repeats)
     medians = {name: statistics.median(seconds) for name, seconds in times.items()}
-    wrapper_s, bare_s, bare_lists_s = medians.values()
+    wrapper_s, bare_s, bare_lists_s, ceiling_s = medians.values()
     print(f"{len(texts)} sentences (Multi30k train en + de), median of {args.repeats} rounds after 1 warm-up round")
     print(f"{'encoder':<52} {'seconds':>8} {'sentences/s':>12}")
     for name, seconds in medians.items():
         print(f"{name:<52} {seconds:>8.3f} {len(texts) / seconds:>12,.0f}")
     print(f"time ratio wrapper / bare:         {wrapper_s / bare_s:.3f} (goal <= 1.2)")
     print(f"time ratio wrapper / bare + lists: {wrapper_s / bare_lists_s:.3f}")
+    print(f"time ratio ceiling / bare:         {ceiling_s / bare_s:.3f} (1 - this: the share of encoding that is BPE)")
 
     result = {
         "hostname": socket.gethostname(),
@@ -94,6 +104,7 @@ def main() -> None:
         "sentences_per_s": {name: len(texts) / seconds for name, seconds in medians.items()},
         "ratio_wrapper_over_bare": wrapper_s / bare_s,
         "ratio_wrapper_over_bare_with_lists": wrapper_s / bare_lists_s,
+        "ratio_ceiling_over_bare": ceiling_s / bare_s,
     }
     out = Path(args.output) / f"tokenizer_{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,13 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir, alloca
     assert all(isinstance(entry["holds"], bool) for entry in results["targets"].values())
     bf16_sizes = [key.split("/")[0] for key in results["training"] if key.endswith("/bf16")]
     assert all(f"training_tokens_per_s_vs_marian_{size}_bf16" in results["targets"] for size in bf16_sizes)
+    # A speed-up's ceiling is 1 / Marian's MFU: ours at 100% of the measured matmul peak, Marian as measured.
+    base_fp32 = [row for key, row in results["training"].items() if key.endswith("/fp32")][-1]  # sizes: [-1] base
+    ceiling = results["targets"]["training_tokens_per_s_vs_marian_base_fp32"]["ceiling"]
+    assert ceiling == pytest.approx(
+        base_fp32["tokens_per_s"]["ours"] / base_fp32["mfu"]["ours"] / base_fp32["tokens_per_s"]["marian"]
+    )
+    assert all("ceiling" in results["targets"][f"training_tokens_per_s_vs_marian_{size}_bf16"] for size in bf16_sizes)
     assert results["translation"]["identical_translations"] is True
     assert all(results["translation"][search]["identical_translations"] for search in ("greedy", "beam4"))
     for entry in results["training"].values():
