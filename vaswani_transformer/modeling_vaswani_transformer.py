@@ -179,6 +179,9 @@ def dropout(input: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return input.masked_fill(drop, 0.0).mul(1.0 / (1.0 - p))
 
 
+_dropout = dropout  # for functions whose `dropout` argument (the attention interface's keyword) shadows it
+
+
 # §3.2.1 Scaled dot-product attention ------------------------------------------------------------------------------
 
 
@@ -199,7 +202,7 @@ def scaled_dot_product_attention(
         attention_mask: additive mask broadcastable to `(batch, heads, tgt_len, src_len)`, a large negative value
             where attention is forbidden (padding, future positions: "setting to -inf", §3.2.3), or None.
         scaling: 1 / sqrt(d_k); defaults to `head_dim ** -0.5`.
-        dropout: dropout probability on the attention weights (0 in the paper).
+        dropout: dropout probability on the attention weights (0 in the paper), applied by `dropout` above.
     Returns:
         `(batch, tgt_len, heads, head_dim)` attention output and `(batch, heads, tgt_len, src_len)` weights.
     """
@@ -209,7 +212,7 @@ def scaled_dot_product_attention(
     if attention_mask is not None:
         scores = scores + attention_mask
     weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = F.dropout(weights, p=dropout, training=module.training)
+    weights = _dropout(weights, dropout, module.training)
     output = torch.matmul(weights, value)  # (batch, heads, tgt_len, head_dim)
     return output.transpose(1, 2).contiguous(), weights  # (batch, tgt_len, heads, head_dim)
 
