@@ -36,11 +36,13 @@ def time_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) 
 
 def paired_speedup(times: dict[str, list[float]], peer: str, base: str = "ours") -> dict:
     """Speed-up of `base` ("ours") over `peer` round by round (peer seconds / base seconds within one round):
-    median and quartiles (`statistics.quantiles`, n=4). A shared machine's speed drifts between rounds; the two runs
-    of one round see nearly the same machine, so these ratios show how far the ratio of medians can be trusted.
+    median and quartiles (`statistics.quantiles`, n=4, method="inclusive": the quartiles stay between the smallest
+    and largest ratio; the default "exclusive" method extrapolates past them with few rounds, down to a negative
+    quartile of positive ratios with two). A shared machine's speed drifts between rounds; the two runs of one round
+    see nearly the same machine, so these ratios show how far the ratio of medians can be trusted.
     """
     ratios = [theirs / ours for ours, theirs in zip(times[base], times[peer], strict=True)]
-    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3
     return {"median": median, "q1": q1, "q3": q3, "per_round": ratios}
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
@@ -109,7 +110,16 @@ def test_paired_speedup_is_the_median_and_quartiles_of_per_round_ratios():
     times = {"ours": [1.0, 1.0, 2.0, 1.0], "marian": [1.0, 2.0, 6.0, 4.0]}
     paired = paired_speedup(times, "marian")
     assert paired["per_round"] == [1.0, 2.0, 3.0, 4.0]
-    assert (paired["q1"], paired["median"], paired["q3"]) == pytest.approx((1.25, 2.5, 3.75))
+    # Inclusive quartiles (numpy's default "linear" percentile): 1 + 0.75 * (2 - 1) and 3 + 0.25 * (4 - 3).
+    assert (paired["q1"], paired["median"], paired["q3"]) == pytest.approx((1.75, 2.5, 3.25))
+    assert [paired["q1"], paired["median"], paired["q3"]] == pytest.approx(np.percentile([1, 2, 3, 4], [25, 50, 75]))
+
+
+def test_paired_speedup_quartiles_stay_within_the_ratios_with_two_rounds():
+    """The quick benchmark's smoke runs have two or three rounds: the quartiles must not leave the measured range
+    (statistics.quantiles' default method gave a negative q1 of two positive ratios)."""
+    paired = paired_speedup({"ours": [1.0, 1.0], "marian": [0.5, 3.0]}, "marian")
+    assert 0.5 <= paired["q1"] <= paired["median"] <= paired["q3"] <= 3.0
 
 
 def test_quick_generation_benchmark_writes_its_table(tmp_path, multi30k_dir, small_tokenizer):
