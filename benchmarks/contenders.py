@@ -57,6 +57,10 @@ class Size:
     # The attention kernel ours and Marian train with ("sdpa" or "eager", transformers' attn_implementation; the
     # same for both, so that they compare the same math and kernels): the training preset's choice at its size.
     attn_implementation: str = "sdpa"
+    # Dropout on the attention weights and on the ReLU output of the position-wise feed-forward (tensor2tensor's
+    # attention_dropout and relu_dropout; 0 in the paper, 0.1 in the Multi30k EN-DE preset), every contender alike.
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
 
     def config(self, dropout: float = DROPOUT) -> VaswaniTransformerConfig:
         """Our config of this size, encoder and decoder alike; every contender is built from it."""
@@ -70,6 +74,8 @@ class Size:
             encoder_ffn_dim=self.ffn_dim,
             decoder_ffn_dim=self.ffn_dim,
             dropout=dropout,
+            attention_dropout=self.attention_dropout if dropout else 0.0,
+            activation_dropout=self.activation_dropout if dropout else 0.0,
             label_smoothing=LABEL_SMOOTHING,
         )
 
@@ -78,7 +84,8 @@ class TorchSeq2Seq(nn.Module):
     """The paper's model on `torch.nn.Transformer`: shared embedding * sqrt(d_model) + sinusoids (§3.5, the paper's
     interleaved layout), post-norm ReLU layers, output projection tied to the embedding. The stacks are passed as
     custom encoder/decoder without the final LayerNorm that `nn.Transformer` adds by default (post-norm ends
-    normalised).
+    normalised). `nn.Transformer`'s layers take one dropout for all: the residual dropouts get P_drop, and the
+    attention weights and the ReLU output get the size's `attention_dropout` and `activation_dropout`, as in ours.
     """
 
     def __init__(self, size: Size, dropout: float = DROPOUT, pad_token_id: int = 0, max_positions: int = 1024):
@@ -92,6 +99,11 @@ class TorchSeq2Seq(nn.Module):
         layer.update(activation="relu", batch_first=True, norm_first=False)
         encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(**layer), size.layers, enable_nested_tensor=False)
         decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(**layer), size.layers)
+        for stack_layer in (*encoder.layers, *decoder.layers):
+            stack_layer.dropout = nn.Dropout(size.activation_dropout)  # between linear1's ReLU and linear2
+            for attention in (stack_layer.self_attn, getattr(stack_layer, "multihead_attn", None)):
+                if attention is not None:
+                    attention.dropout = size.attention_dropout  # on the attention weights
         self.transformer = nn.Transformer(
             size.d_model, size.heads, custom_encoder=encoder, custom_decoder=decoder, batch_first=True
         )

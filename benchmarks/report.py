@@ -148,6 +148,20 @@ def markdown(results: dict) -> str:
     )
     fp32_peak = results["matmul_peak"]["fp32"]
     n, runs = fp32_peak["n"], len(fp32_peak["seconds"])
+    dropouts = {
+        entry["size"]["name"]: (
+            entry["size"].get("attention_dropout", 0.0),
+            entry["size"].get("activation_dropout", 0.0),
+        )
+        for entry in results["training"].values()
+    }
+    lines += [
+        "",
+        "Dropout: P_drop 0.1 on every sub-layer output and embedding sum (§5.4); on the attention weights and the "
+        "feed-forward's ReLU output (not in the paper): "
+        + ", ".join(f"{name} {attention:g} and {activation:g}" for name, (attention, activation) in dropouts.items())
+        + ", every contender alike.",
+    ]
     lines += ["", f"Matmul peak (torch.mm of two {n} x {n} matrices, best of {runs} runs): {peaks}.", ""]
     translation = results["translation"]
     lines += [

@@ -10,11 +10,11 @@ Sections, each written to `<output>/<machine>.json` (every raw time, every media
 whether each holds), `<machine>.md` (a table) and `<machine>.png` (bar chart of the ratios):
 
 1. training step throughput, (source + target) non-pad tokens/s of forward + backward + fused Adam step (the same
-   `training.recipe.build_optimizer` for every contender), at the Multi30k CPU preset size and at the paper's base
-   size, fp32 and bf16 autocast (where the device runs it; on CPU bf16 at the base size also with eager attention,
-   the CPU presets' kernel, as row `base_eager`), on one token batch of real Multi30k train pairs made by
-   the training loader's rule, tokenized with an 8000-token BPE learnt from Multi30k train (cached in
-   benchmarks/.cache);
+   `training.recipe.build_optimizer` for every contender), at the Multi30k CPU preset size (with the preset's
+   attention and activation dropout) and at the paper's base size (P_drop only, as in the paper), fp32 and bf16
+   autocast (where the device runs it; on CPU bf16 at the base size also with eager attention, the CPU presets'
+   kernel, as row `base_eager`), on one token batch of real Multi30k train pairs made by the training loader's rule,
+   tokenized with an 8000-token BPE learnt from Multi30k train (cached in benchmarks/.cache);
 2. translation throughput, greedy and beam 4, on Multi30k test_2016_flickr: ours and Marian holding the same weights
    (a random Marian with large init_std, so that outputs are varied, converted by `from_marian`; or, with
    `--model_dir`, a trained model and its `to_marian` twin); the token ids must be identical, else the run fails
@@ -94,8 +94,8 @@ class Plan:
 
 
 def cpu_preset(vocab_size: int) -> tuple[Size, int]:
-    """The Multi30k CPU preset's size, attention kernel and `max_tokens` (padded tokens per side of a batch), read
-    from `training/configs/multi30k_en_de_cpu.yaml` when present."""
+    """The Multi30k CPU preset's size, attention kernel, attention and activation dropout, and `max_tokens` (padded
+    tokens per side of a batch), read from `training/configs/multi30k_en_de_cpu.yaml` when present."""
     values = dict(
         d_model=256,
         encoder_layers=3,
@@ -103,6 +103,8 @@ def cpu_preset(vocab_size: int) -> tuple[Size, int]:
         encoder_ffn_dim=1024,
         max_tokens=2048,
         attn_implementation="sdpa",
+        attention_dropout=0.0,
+        activation_dropout=0.0,
     )
     config = REPO_ROOT / "training" / "configs" / "multi30k_en_de_cpu.yaml"
     if config.is_file():
@@ -115,6 +117,8 @@ def cpu_preset(vocab_size: int) -> tuple[Size, int]:
         values["encoder_ffn_dim"],
         vocab_size,
         values["attn_implementation"],
+        values["attention_dropout"],
+        values["activation_dropout"],
     )
     return size, values["max_tokens"]
 
