@@ -155,7 +155,9 @@ def dropout(input: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     On CPU the keep mask comes from `_DROPOUT_LEVELS`-level uniforms: PyTorch's per-element Bernoulli draw is the
     slowest kernel there (11 ms for 2M elements on 2 cores against 3 ms here; 14% of a bf16 step of the Multi30k CPU
     preset). `p` is rounded to a multiple of 2^-16 (0.1 becomes 0.100006). Other devices, and code under
-    `torch.compile`, use `F.dropout`. Only the boolean mask is kept for backward, as with `F.dropout`.
+    `torch.compile`, use `F.dropout`. The mask is applied as a product with a 1.0 / 0.0 tensor of `input`'s dtype,
+    which backward keeps (`F.dropout` keeps a boolean mask: 1 byte an element instead of 2 in bf16, 4 in fp32); a
+    dropped element is 0 times its input (-0.0 for a negative one, NaN for an infinite one).
 
     Args:
         input: any shape; p: drop probability in [0, 1]; training: dropout is applied only when True.
@@ -173,10 +175,13 @@ def dropout(input: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     count = input.numel()
     words = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # every 64-bit value alike
     uniform = words.view(torch.int16)[:count].view(input.shape)  # uniform on [-2^15, 2^15)
-    drop = (
-        uniform < round(p * _DROPOUT_LEVELS) - _DROPOUT_LEVELS // 2
-    )  # (count,) with probability round(p * 2^16) / 2^16
-    return input.masked_fill(drop, 0.0).mul(1.0 / (1.0 - p))
+    # The keep mask as 1.0 / 0.0 in input's dtype (the comparison writes it directly, probability of 0.0:
+    # round(p * 2^16) / 2^16): a same-dtype product is ~6x faster than masked_fill's boolean mask on CPU, and it is
+    # also what autograd saves for backward (grad * keep * scale).
+    keep = torch.ge(
+        uniform, round(p * _DROPOUT_LEVELS) - _DROPOUT_LEVELS // 2, out=torch.empty_like(uniform, dtype=input.dtype)
+    )
+    return (input * keep).mul_(1.0 / (1.0 - p))
 
 
 _dropout = dropout  # for functions whose `dropout` argument (the attention interface's keyword) shadows it
