@@ -88,7 +88,9 @@ def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir, alloca
 
     for path, value in numbers(results):
         assert math.isfinite(value), path
-        if not path.endswith(("before", "seed")):  # RSS before a measurement may be anything
+        if path.endswith("_dropout"):  # a size's attention / activation dropout: a probability, 0 in the paper
+            assert 0 <= value < 1, f"{path} = {value}"
+        elif not path.endswith(("before", "seed")):  # RSS before a measurement may be anything
             assert value > 0 or path.startswith(".section_seconds"), f"{path} = {value}"
 
 
