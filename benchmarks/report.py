@@ -12,7 +12,7 @@ import torch
 
 from vaswani_transformer.training.allocator import DEFAULT_MMAP_THRESHOLD, DEFAULT_TRIM_THRESHOLD
 
-from .contenders import CONTENDERS
+from .contenders import CONTENDERS, DROPOUT
 
 
 __all__ = ["bar_chart", "machine_name", "markdown", "speedup_ceiling", "targets", "write_report"]
@@ -148,18 +148,14 @@ def markdown(results: dict) -> str:
     )
     fp32_peak = results["matmul_peak"]["fp32"]
     n, runs = fp32_peak["n"], len(fp32_peak["seconds"])
-    dropouts = {
-        entry["size"]["name"]: (
-            entry["size"].get("attention_dropout", 0.0),
-            entry["size"].get("activation_dropout", 0.0),
-        )
-        for entry in results["training"].values()
-    }
+    sizes = {entry["size"]["name"]: entry["size"] for entry in results["training"].values()}
     lines += [
         "",
-        "Dropout: P_drop 0.1 on every sub-layer output and embedding sum (§5.4); on the attention weights and the "
-        "feed-forward's ReLU output (not in the paper): "
-        + ", ".join(f"{name} {attention:g} and {activation:g}" for name, (attention, activation) in dropouts.items())
+        f"Dropout: P_drop {DROPOUT:g} on every sub-layer output and embedding sum (§5.4); on the attention weights "
+        "and the feed-forward's ReLU output (not in the paper): "
+        + ", ".join(
+            f"{name} {size['attention_dropout']:g} and {size['activation_dropout']:g}" for name, size in sizes.items()
+        )
         + ", every contender alike.",
     ]
     lines += ["", f"Matmul peak (torch.mm of two {n} x {n} matrices, best of {runs} runs): {peaks}.", ""]
