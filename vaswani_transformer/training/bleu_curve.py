@@ -60,7 +60,8 @@ def bleu_curve(log_path: str | Path) -> tuple[list[tuple[float, float]], float |
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: one curve per run directory, saved as a PNG (matplotlib, Agg backend); prints the PNG path."""
+    """CLI: one curve per run directory, saved as a PNG (matplotlib, Agg backend), the test score (if any) as a star at
+    the end of the run and in the legend; prints the PNG path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", help="output_dir of training runs (each holds log.jsonl)")
     parser.add_argument("--output", required=True, help="PNG file to write")
@@ -76,12 +77,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for run_dir in args.run_dirs:
         points, test_bleu, end_minutes = bleu_curve(Path(run_dir) / "log.jsonl")
         minutes, bleus = zip(*points, strict=True) if points else ((), ())
-        (line,) = axes.plot(minutes, bleus, marker="o", label=f"{Path(run_dir).name} (validation)")
+        # The test score goes in the legend: runs of one preset end at nearly the same point, where text would overlap
+        test = "" if test_bleu is None else f"; test {test_bleu:.2f}, the star"
+        (line,) = axes.plot(minutes, bleus, marker="o", label=f"{Path(run_dir).name} (validation{test})")
         if test_bleu is not None:
             axes.plot([end_minutes], [test_bleu], marker="*", markersize=14, color=line.get_color(), linestyle="")
-            axes.annotate(
-                f"test {test_bleu:.1f}", (end_minutes, test_bleu), textcoords="offset points", xytext=(-50, 8)
-            )
     axes.set_xlabel("training time (minutes)")
     axes.set_ylabel("sacreBLEU")
     axes.set_title(args.title)
