@@ -52,9 +52,9 @@ from transformers import GenerationConfig
 from .configuration_vaswani_transformer import VaswaniTransformerConfig
 from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_penalty_type, length_sorted_batches
 from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
+from .output_dir import check_not_model_dir, check_output_dir
 from .pipeline_translation import TRUNCATION_WARNING, _positive_int
 from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
-from .training.output_dir import check_not_model_dir, check_output_dir
 
 
 __all__ = [
@@ -374,7 +374,7 @@ def export_ctranslate2(
         `output_dir` as a Path.
     Raises:
         FileExistsError: if `output_dir` is a file, is not empty (without `overwrite_output_dir`), or is or holds
-            `model_dir` (`training.output_dir`'s rules, which name the folder).
+            `model_dir` (the rules of the `vaswani_transformer.output_dir` module, which name the folder).
         ValueError: an unknown `quantization`, a non-positive `max_positions`, or a model that cannot be exported
             (the message names the setting).
         OSError: if `model_dir` cannot be loaded.

@@ -24,8 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from vaswani_transformer.output_dir import check_output_dir, prepare_output_dir
 from vaswani_transformer.training.checkpoints import MODEL_FILE, list_checkpoints
-from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 
 
 __all__ = ["average_checkpoints", "average_last_checkpoints", "load_averaged_into", "main", "model_file"]

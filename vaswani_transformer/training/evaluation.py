@@ -14,8 +14,9 @@ paper's tokenised multi-bleu, which is why they are not directly comparable to T
 by default `<model>/eval/<split>-<src>-<tgt>-beam<N>`, plus `-max_samples<N>` and `-max_source_length<N>` when
 those flags are given (e.g. `outputs/run/eval/test_2016_flickr-en-de-beam4-max_samples5`); for a `--model` that is
 not a local directory, `eval/<org>--<name>/<the same name>` under the working directory. The rule of every command
-(`training.output_dir`) applies: an existing non-empty folder is refused unless `--overwrite_output_dir`, which empties
-it first; on top of it, evaluation only ever empties a folder of evaluation results (`check_evaluation_output_dir`).
+(`vaswani_transformer.output_dir`) applies: an existing non-empty folder is refused unless `--overwrite_output_dir`,
+which empties it first; on top of it, evaluation only ever empties a folder of evaluation results
+(`check_evaluation_output_dir`).
 Nothing is written before the split, the model and the output folder have been checked.
 """
 
@@ -37,6 +38,7 @@ from accelerate.utils import gather_object
 from transformers import HfArgumentParser, PreTrainedModel, PreTrainedTokenizerBase
 
 from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from vaswani_transformer.output_dir import check_not_model_dir, check_output_dir, prepare_output_dir
 from vaswani_transformer.training.batching import build_collator, evaluation_batches
 from vaswani_transformer.training.data import (
     available_splits,
@@ -44,7 +46,6 @@ from vaswani_transformer.training.data import (
     load_parallel_dataset,
     source_and_target_texts,
 )
-from vaswani_transformer.training.output_dir import check_not_model_dir, check_output_dir, prepare_output_dir
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS
 
 
@@ -324,9 +325,10 @@ def default_output_dir(args: EvaluationArguments, num_beams: int) -> Path:
 def check_evaluation_output_dir(output_dir: Path, model: str, overwrite: bool) -> None:
     """Refuse an `--output_dir` that evaluation must not write into; writes and removes nothing.
 
-    Evaluation's own rule, then the rule of every command (`training.output_dir.check_output_dir`). Accepted: a
-    missing folder, an empty one, or (with `overwrite`) one that holds only evaluation results (`EVALUATION_OUTPUTS`),
-    which `main` then empties (`training.output_dir.prepare_output_dir`) just before writing.
+    Evaluation's own rule, then the rule of every command (`vaswani_transformer.output_dir.check_output_dir`).
+    Accepted: a missing folder, an empty one, or (with `overwrite`) one that holds only evaluation results
+    (`EVALUATION_OUTPUTS`), which `main` then empties (`vaswani_transformer.output_dir.prepare_output_dir`) just
+    before writing.
 
     Args:
         output_dir: the folder results would go to.

@@ -17,12 +17,12 @@ import datasets
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
+from vaswani_transformer.output_dir import check_output_dir, prepare_output_dir
 from vaswani_transformer.tokenization_vaswani_transformer_fast import (
     DEFAULT_MODEL_MAX_LENGTH,
     VaswaniTransformerTokenizerFast,
 )
 from vaswani_transformer.training.data import iter_texts, load_parallel_dataset
-from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir
 
 
 __all__ = ["TokenizerTrainingArguments", "main", "train_tokenizer"]
