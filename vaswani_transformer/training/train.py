@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
+from vaswani_transformer.output_dir import check_output_dir, prepare_output_dir, resume_differences
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.allocator import keep_freed_memory
 from vaswani_transformer.training.arguments import (
@@ -71,7 +72,6 @@ from vaswani_transformer.training.evaluation import (
 from vaswani_transformer.training.fsdp import enable_fsdp_on_cpu, full_model
 from vaswani_transformer.training.hub import check_hub_access
 from vaswani_transformer.training.model_card import render_model_card
-from vaswani_transformer.training.output_dir import check_output_dir, prepare_output_dir, resume_differences
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_split
 from vaswani_transformer.training.recipe import build_optimizer, build_scheduler
 from vaswani_transformer.training.tokenizer_training import train_tokenizer
