@@ -29,6 +29,7 @@ def test_presets_parse(config):
     if config.name.startswith("wmt14"):
         assert (train_args.warmup_steps, train_args.max_tokens * 8) == (4000, 25000)  # §5.3, §5.1 over 8 GPUs
         assert train_args.max_steps == (100_000 if model_args.model == "base" else 300_000)  # Table 3
+    assert train_args.cpu_kernels == config.name.endswith("_cpu.yaml")  # the CPU presets' speed options
 
 
 def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
@@ -118,6 +119,8 @@ def test_case8_config_flag_without_a_value_and_typed_values_that_pass(tmp_path):
     for argv in (["--config"], ["--config", "--output_dir", "x"], ["--config="]):
         with pytest.raises(ValueError, match="--config needs the path of a YAML file"):
             parse_arguments(argv)
+    with pytest.raises(ValueError, match="--config is given 2 times; give one YAML file"):
+        parse_arguments(["--config", "a.yaml", "--output_dir", "x", "--config=b.yaml"])
     with pytest.raises(FileNotFoundError, match=f"config file not found: {tmp_path / 'missing.yaml'}"):
         parse_arguments([f"--config={tmp_path / 'missing.yaml'}"])
     config = tmp_path / "run.yaml"

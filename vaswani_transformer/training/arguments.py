@@ -8,6 +8,7 @@ from its docstring, so a field added to the config is a flag at once.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import sys
@@ -179,6 +180,13 @@ class TrainingArguments:
             "instead of page-faulting the step's large tensors in again every step."
         },
     )
+    cpu_kernels: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU speed options of the training library: the fast CPU dropout kernel and the row-blocked "
+            "label-smoothed loss; the saved model does not carry them"
+        },
+    )
     logging_steps: int = field(default=50, metadata={"help": "Log every N optimizer steps."})
     eval_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: only at the end)."})
     num_beams: int = field(default=4, metadata={"help": "Beam size (§6.1: 4)."})
@@ -218,33 +226,38 @@ class TrainingArguments:
 
 CONFIG_FLAG = "--config"
 
+# What a YAML value of each flag type must be: argparse converts and checks command-line strings, but YAML values
+# arrive already typed, so `_yaml_value` checks them (an int field takes no float, a str field no YAML boolean).
+_YAML_TYPES = {
+    bool: (bool, "true or false"),
+    float: ((int, float), "a number"),
+    int: (int, "a whole number"),
+    str: (str, "a string"),
+}
+_YAML_BOOLEAN_HINT = ' (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it, e.g. "no")'
 
-def _pop_config_path(argv: list[str]) -> Path | None:
-    """Remove `--config FILE` / `--config=FILE` from `argv` and return FILE (None if absent).
+
+def _config_path(argv: list[str]) -> tuple[Path | None, list[str]]:
+    """Split `--config FILE` / `--config=FILE` off `argv`: (FILE or None, the other arguments).
 
     Raises:
         ValueError: if `--config` has no value or is given twice.
     """
-    positions = [i for i, arg in enumerate(argv) if arg == CONFIG_FLAG or arg.startswith(CONFIG_FLAG + "=")]
-    if not positions:
-        return None
-    if len(positions) > 1:
-        raise ValueError(f"{CONFIG_FLAG} is given {len(positions)} times; give one YAML file")
-    position = positions[0]
-    if argv[position].startswith(CONFIG_FLAG + "="):
-        value = argv.pop(position).partition("=")[2]
-    elif position + 1 < len(argv) and not argv[position + 1].startswith("--"):
-        value = argv.pop(position + 1)
-        argv.pop(position)
-    else:
-        value = ""
-    if not value:
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument(CONFIG_FLAG, action="append", default=[])
+    try:
+        paths, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError:
+        paths, rest = argparse.Namespace(config=[""]), argv
+    if len(paths.config) > 1:
+        raise ValueError(f"{CONFIG_FLAG} is given {len(paths.config)} times; give one YAML file")
+    if paths.config and not paths.config[0]:
         raise ValueError(f"{CONFIG_FLAG} needs the path of a YAML file, e.g. {CONFIG_FLAG} training/configs/x.yaml")
-    return Path(value)
+    return (Path(paths.config[0]) if paths.config else None), rest
 
 
 def read_config_file(path: Path) -> dict:
-    """The key: value mapping of a YAML config file (`yaml.safe_load`).
+    """The key: value mapping of a YAML config file (`yaml.safe_load`, as `HfArgumentParser.parse_yaml_file`).
 
     Raises:
         FileNotFoundError: if `path` is not a file (names it).
@@ -261,81 +274,64 @@ def read_config_file(path: Path) -> dict:
         raise ValueError(f"{path}: invalid YAML{where}: {problem}") from error
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
+    if not isinstance(values, dict | None):
         raise ValueError(f"{path}: expected a mapping of argument: value, found a YAML {type(values).__name__}")
-    return values
+    return values or {}
 
 
-def _checked_value(path: Path, name: str, value, hint):
-    """`value` of YAML key `name` as the argument's type `hint` wants it (int -> float where float is wanted).
-
-    argparse converts and checks command-line strings; YAML values arrive already typed and bypass it, so they are
-    checked here: an int field takes no float (`max_steps: 20.7`), a string field takes no boolean (YAML reads
-    unquoted yes/no/on/off/true/false as booleans: `mixed_precision: no` is False).
+def _yaml_value(path: Path, name: str, value, hint, choices: list | None):
+    """`value` of YAML key `name` as a flag of type `hint` takes it (an int becomes a float where one is wanted).
 
     Raises:
-        ValueError: naming the file, the key, the value and the expected type.
+        ValueError: naming the file, the key, the value and the type or choices expected.
     """
     options = [option for option in typing.get_args(hint) if option is not type(None)] or [hint]
     if value is None:
         if type(None) in typing.get_args(hint):
             return None
         raise ValueError(f"{path}: {name} may not be empty (null); give a {options[0].__name__}")
-    if bool in options:
-        if isinstance(value, bool):
-            return value
-        expected = "true or false"
-    elif float in options:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        expected = "a number"
-    elif int in options:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        expected = "a whole number"
-    elif str in options:
-        if isinstance(value, str):
-            return value
-        expected = "a string"
-    else:
-        return value
-    hint_text = ' (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it, e.g. "no")'
-    hint_text = hint_text if isinstance(value, bool) and str in options else ""
-    raise ValueError(f"{path}: {name}: expected {expected}, got {value!r}{hint_text}")
+    wanted = next(kind for kind in _YAML_TYPES if kind in options)
+    accepted, expected = _YAML_TYPES[wanted]
+    if not isinstance(value, accepted) or (isinstance(value, bool) and wanted is not bool):
+        hint_text = _YAML_BOOLEAN_HINT if isinstance(value, bool) and wanted is str else ""
+        raise ValueError(f"{path}: {name}: expected {expected}, got {value!r}{hint_text}")
+    if choices and value not in choices:  # argparse checks the choices of command-line values only
+        raise ValueError(f"{path}: {name}: expected one of {choices}, got {value!r}")
+    return float(value) if wanted is float else value
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """`--config file.yaml` gives defaults, the other flags override them (transformers.HfArgumentParser).
 
+    The YAML file goes through `HfArgumentParser.parse_dict` (which refuses keys no dataclass has), its values,
+    checked against the flags' types and choices, become the parser's defaults, and
+    `parse_args_into_dataclasses` reads the command line over them.
+
     Raises:
-        ValueError: `--config` without a value; a YAML syntax error, unknown keys, a value of the wrong type or
-            outside an argument's choices in the file (each names the file and key); inconsistent flags
-            (`check_training_arguments`).
+        ValueError: `--config` without a value or given twice; a YAML syntax error, unknown keys, a value of the
+            wrong type or outside an argument's choices in the file (each names the file and key); inconsistent
+            flags (`check_training_arguments`).
         FileNotFoundError: if the `--config` file does not exist.
         SystemExit: (argparse, exit status 2) for an unknown flag or a command-line value of the wrong type.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
     classes = (ModelArguments, DataArguments, TrainingArguments)
     parser = HfArgumentParser(classes)
-    config_path = _pop_config_path(argv)
+    config_path, argv = _config_path(list(sys.argv[1:] if argv is None else argv))
     if config_path is not None:
         values = read_config_file(config_path)
+        fields = {f.name: f for cls in classes for f in dataclasses.fields(cls)}
+        try:
+            parser.parse_dict(values)
+        except ValueError as error:  # "Some keys are not used by the HfArgumentParser: [...]"
+            unknown = sorted(set(values) - set(fields))
+            raise ValueError(f"{config_path}: unknown keys {unknown} (see --help for the arguments)") from error
         hints = {name: hint for cls in classes for name, hint in typing.get_type_hints(cls).items()}
-        unknown = sorted(set(values) - set(hints))
-        if unknown:
-            raise ValueError(f"{config_path}: unknown keys {unknown} (see --help for the arguments)")
-        choices = {
-            f.name: f.metadata["choices"]
-            for cls in classes
-            for f in dataclasses.fields(cls)
-            if "choices" in f.metadata
-        }
-        for name, value in values.items():  # argparse checks `choices` of command-line values only
-            if name in choices and value not in choices[name]:
-                raise ValueError(f"{config_path}: {name}: expected one of {choices[name]}, got {value!r}")
-        parser.set_defaults(**{name: _checked_value(config_path, name, v, hints[name]) for name, v in values.items()})
+        parser.set_defaults(
+            **{
+                name: _yaml_value(config_path, name, value, hints[name], fields[name].metadata.get("choices"))
+                for name, value in values.items()
+            }
+        )
     model_args, data_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     check_training_arguments(train_args)
     return model_args, data_args, train_args
