@@ -16,7 +16,8 @@ from vaswani_transformer.training.arguments import (
     architecture_overrides,
     parse_arguments,
 )
-from vaswani_transformer.training.train import build_model_config, load_raw
+from vaswani_transformer.training.data import load_training_splits
+from vaswani_transformer.training.train import build_model_config
 from vaswani_transformer.training.train import main as train_main
 
 
@@ -57,11 +58,11 @@ def test_training_args_record_the_data_folder_actually_read(tmp_path, monkeypatc
         (folder / f"train.{lang}").write_text(text)
     monkeypatch.setenv("VASWANI_DATA_DIR", str(tmp_path))
     args = DataArguments()
-    assert load_raw(args)["train"]["translation"] == [{"en": "a dog", "de": "ein Hund"}]
+    assert load_training_splits(args)["train"]["translation"] == [{"en": "a dog", "de": "ein Hund"}]
     assert args.data_dir == str(folder)
     (tmp_path / "train.jsonl").write_text('{"translation": {"en": "a cat", "de": "eine Katze"}}\n')
     args = DataArguments(train_file=str(tmp_path / "train.jsonl"))
-    assert len(load_raw(args)["train"]) == 1 and args.data_dir is None
+    assert len(load_training_splits(args)["train"]) == 1 and args.data_dir is None
 
 
 def test_every_architecture_field_of_the_config_is_a_flag_with_its_help():

@@ -31,6 +31,9 @@ from accelerate import Accelerator
 from accelerate.utils import SAFE_WEIGHTS_NAME, save
 from safetensors import SafetensorError, safe_open
 
+from vaswani_transformer.configuration_vaswani_transformer import VaswaniTransformerConfig
+from vaswani_transformer.output_dir import resume_differences
+from vaswani_transformer.training.arguments import ARCHITECTURE_FIELDS
 from vaswani_transformer.training.fsdp import is_fsdp
 
 
@@ -39,6 +42,7 @@ __all__ = [
     "TRAINER_STATE_NAME",
     "TrainerState",
     "check_checkpoint_files",
+    "check_resume",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
@@ -155,7 +159,7 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(spec: str | None, output_dir: str | os.PathLike) -> Path | None:
-    """Turn `--resume_from_checkpoint` into a checkpoint directory.
+    """Turn `--resume_from_checkpoint` into a checkpoint directory that continues the run in `output_dir`.
 
     Args:
         spec: None or "" (start fresh), "latest" (the newest complete checkpoint in `output_dir`, or start fresh if
@@ -163,18 +167,52 @@ def resolve_checkpoint(spec: str | None, output_dir: str | os.PathLike) -> Path 
 
     Raises:
         FileNotFoundError: if an explicit path is not a complete checkpoint (names the missing file).
+        FileExistsError: a non-empty `output_dir` that is not the checkpoint's run, or that holds no complete
+            checkpoint for "latest" to continue (never write over another run).
     """
     if not spec:
         return None
+    output_dir = Path(output_dir)
+    non_empty = output_dir.is_dir() and any(output_dir.iterdir())
     if spec == "latest":
         path = latest_checkpoint(output_dir)
+        if path is None and non_empty:
+            raise FileExistsError(
+                f"--resume_from_checkpoint latest: {output_dir} holds no complete checkpoint-<step> to continue, but "
+                "is not empty; pass --overwrite_output_dir (without --resume_from_checkpoint) to replace it"
+            )
         if path is None:
             logger.warning("--resume_from_checkpoint latest: no checkpoint in %s, starting from scratch", output_dir)
         return path
     path = Path(spec)
     if not (path / TRAINER_STATE_NAME).is_file():
         raise FileNotFoundError(f"{path / TRAINER_STATE_NAME} not found: {path} is not a complete checkpoint")
+    if non_empty and path.resolve().parent != output_dir.resolve():
+        raise FileExistsError(
+            f"--output_dir {output_dir} is not empty and is not the run of --resume_from_checkpoint {path}; resume "
+            f"into {path.parent} or an empty --output_dir"
+        )
     return path
+
+
+def check_resume(checkpoint: Path, model_config: VaswaniTransformerConfig, arguments: dict) -> None:
+    """A resumed run must be the run its checkpoint belongs to: same architecture, vocabulary and languages.
+
+    Args:
+        checkpoint: the `checkpoint-{step}` directory, in the run directory that recorded the run's settings.
+        model_config: the config the resuming command builds; arguments: its three argument dataclasses as a dict.
+
+    Raises:
+        ValueError: naming every field in which the command differs from the run (`output_dir.resume_differences`).
+        FileNotFoundError: if the checkpoint's directory has no config.json.
+    """
+    fields = (*ARCHITECTURE_FIELDS, "vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+    differences = resume_differences(checkpoint.parent, model_config.to_dict(), arguments, fields)
+    if differences:
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint} belongs to a different run: {'; '.join(differences)}. "
+            "Resume with the run's own settings, or train into a new --output_dir"
+        )
 
 
 def previous_checkpoint(path: str | os.PathLike) -> Path | None:

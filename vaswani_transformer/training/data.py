@@ -27,13 +27,17 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vaswani_transformer.training.arguments import DataArguments, TrainingArguments
+
 
 __all__ = [
     "DEFAULT_SPLITS",
     "available_splits",
+    "check_training_splits",
     "default_data_dir",
     "iter_texts",
     "load_parallel_dataset",
+    "load_training_splits",
     "read_lines",
     "source_and_target_texts",
 ]
@@ -333,6 +337,67 @@ def load_parallel_dataset(
     if json_files:
         return _load_from_json(json_files, source_lang, target_lang)
     return _load_from_hub(dataset_name, dataset_config_name, source_lang, target_lang)
+
+
+def load_training_splits(args: DataArguments) -> datasets.DatasetDict:
+    """The train/validation/test pairs a training run reads (`load_parallel_dataset`); Multi30k if no source is
+    given, train and test cut to `--max_train_samples` / `--max_test_samples`.
+
+    Sets `args.data_dir` to the folder read in that case, so that `training_args.json` records it.
+
+    Raises:
+        ValueError, FileNotFoundError: from `load_parallel_dataset` (names the file); no or an empty train split
+            (names its source).
+    """
+    if args.data_dir is None and args.dataset_name is None and args.train_file is None:
+        args.data_dir = str(default_data_dir())
+    splits = {"train": "train", "validation": args.validation_split, "test": args.test_split}
+    raw = load_parallel_dataset(
+        args.source_lang,
+        args.target_lang,
+        data_dir=args.data_dir,
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        test_file=args.test_file,
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        splits=splits if args.data_dir else None,
+    )
+    origin = (
+        f"{Path(args.data_dir) / f'train.{args.source_lang}'}[.gz]"
+        if args.data_dir
+        else args.train_file or f"{args.dataset_name} [train]"
+    )
+    if "train" not in raw:
+        raise ValueError(f"no train split in the data: {origin} (splits: {list(raw)})")
+    if len(raw["train"]) == 0:
+        raise ValueError(f"the train split is empty: {origin} has no line")
+    for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
+        if limit is not None and split in raw:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    return raw
+
+
+def check_training_splits(raw: datasets.DatasetDict, args: DataArguments, train_args: TrainingArguments) -> None:
+    """The splits of a data_dir that the run will use must exist: the test split unless `--do_test false`, the
+    validation split when `--eval_steps` > 0. A misspelled `--test_split` fails here, before training, not after.
+
+    Raises:
+        ValueError: naming the flag, the two files looked for and the splits that are there.
+    """
+    if not args.data_dir:
+        return
+    needed = {
+        "test": ("--test_split", args.test_split, train_args.do_test, "--do_test false"),
+        "validation": ("--validation_split", args.validation_split, train_args.eval_steps > 0, "--eval_steps 0"),
+    }
+    for split, (flag, stem, used, way_out) in needed.items():
+        if used and split not in raw:
+            there = ", ".join(available_splits(args.data_dir, args.source_lang, args.target_lang)) or "none"
+            raise ValueError(
+                f"{flag} {stem!r}: no {stem}.{args.source_lang}[.gz] and {stem}.{args.target_lang}[.gz] in "
+                f"{args.data_dir} (splits there: {there}); or pass {way_out}"
+            )
 
 
 def iter_texts(

@@ -3,18 +3,30 @@
 - `inverse_sqrt_lr`: the learning-rate schedule of §5.3, Eq. 3.
 - `build_optimizer`: Adam with beta1 = 0.9, beta2 = 0.98, eps = 1e-9 (§5.3).
 - `build_scheduler`: a `torch.optim.lr_scheduler.LambdaLR` whose lambda *is* Eq. 3 (the optimizer's base lr is 1.0).
+- `build_generation_config`: the decoding of §6.1 (beam search, length penalty) that a trained model is saved with.
 
-Label smoothing (§5.4) lives in the model's loss (`config.label_smoothing`), checkpoint averaging (§6.1) in
-`training/average_checkpoints.py`.
+Label smoothing (§5.4) is the training criterion (`training.criterion`), checkpoint averaging (§6.1)
+`training.averaging`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import GenerationConfig
+
+from vaswani_transformer.configuration_vaswani_transformer import VaswaniTransformerConfig
+from vaswani_transformer.training.arguments import DataArguments, TrainingArguments
 
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "build_optimizer", "build_scheduler", "inverse_sqrt_lr"]
+__all__ = [
+    "ADAM_BETAS",
+    "ADAM_EPS",
+    "build_generation_config",
+    "build_optimizer",
+    "build_scheduler",
+    "inverse_sqrt_lr",
+]
 
 # §5.3: "We used the Adam optimizer with beta1 = 0.9, beta2 = 0.98 and eps = 10^-9."
 ADAM_BETAS = (0.9, 0.98)
@@ -102,3 +114,24 @@ def build_scheduler(
         return inverse_sqrt_lr(step + 1, d_model, warmup_steps, multiplier)
 
     return LambdaLR(optimizer, lr_lambda=eq3)
+
+
+def build_generation_config(
+    model_config: VaswaniTransformerConfig, train_args: TrainingArguments, data_args: DataArguments
+) -> GenerationConfig:
+    """§6.1 decoding: beam 4, length penalty 0.6 (`--length_penalty_type gnmt` for GNMT's form), early stopping.
+    `max_new_tokens` = max_source_length + 50 covers "input length + 50" for every input seen in training;
+    `training.evaluation` sets it per batch instead. With `--num_beams 1` (greedy) the beam-only flags are left
+    out, as transformers rejects them there."""
+    beam = {"length_penalty": train_args.length_penalty, "early_stopping": True} if train_args.num_beams > 1 else {}
+    if beam and train_args.length_penalty_type != "length":  # only then: a saved config stays plain transformers
+        beam["length_penalty_type"] = train_args.length_penalty_type
+    return GenerationConfig(
+        num_beams=train_args.num_beams,
+        **beam,
+        max_new_tokens=data_args.max_source_length + 50,
+        pad_token_id=model_config.pad_token_id,
+        bos_token_id=model_config.bos_token_id,
+        eos_token_id=model_config.eos_token_id,
+        decoder_start_token_id=model_config.decoder_start_token_id,
+    )
