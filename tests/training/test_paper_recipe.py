@@ -12,14 +12,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaswani_transformer.generation_vaswani_transformer import pack_token_batches
 from vaswani_transformer.training.averaging import average_checkpoints, load_averaged_into
 from vaswani_transformer.training.batching import (
     TokenBatchSampler,
     build_collator,
+    make_token_batches,
     non_pad_tokens,
     padded_lengths,
-    token_batch_bounds,
 )
 from vaswani_transformer.training.checkpoints import (
     TRAINER_STATE_NAME,
@@ -203,19 +202,31 @@ def test_token_batches_count_the_collators_rounding(lengths, multiple):
         TokenBatchSampler(src, tgt, 500, pad_to_multiple_of=0)
 
 
+def greedy_batches(order, sides, max_tokens: int) -> list[list[int]]:
+    """fairseq's batch_by_size written out item by item: add the next item while n * (longest item) stays within
+    `max_tokens` on every side, else start a new batch (an item over the budget is a batch of its own)."""
+    batches, batch, longest = [], [], [0] * len(sides)
+    for index in order:
+        grown = [max(length, int(side[index])) for length, side in zip(longest, sides, strict=True)]
+        if batch and (len(batch) + 1) * max(grown) > max_tokens:
+            batches.append(batch)
+            batch, grown = [], [int(side[index]) for side in sides]
+        batch.append(int(index))
+        longest = grown
+    return batches + [batch] if batch else batches
+
+
 @pytest.mark.parametrize("sorted_by_length", [True, False])
 @pytest.mark.parametrize("max_tokens", [1, 40, 500, 4096])
-def test_token_batch_bounds_equal_the_item_by_item_greedy_rule(sorted_by_length, max_tokens):
-    """The vectorised packer the sampler uses cuts exactly where `pack_token_batches`, the written-out greedy rule
-    (fairseq's batch_by_size), cuts: for length-sorted orders and arbitrary ones, with items over the budget."""
+def test_token_batches_equal_the_item_by_item_greedy_rule(sorted_by_length, max_tokens):
+    """The vectorised packer the sampler uses (`token_batch_bounds`) cuts exactly where the written-out greedy rule
+    cuts: for length-sorted orders and arbitrary ones, with items over the budget."""
     rng = np.random.default_rng(max_tokens)
     src = rng.integers(1, 120, size=3000)
     tgt = np.clip(src + rng.integers(-30, 31, size=3000), 1, None)
     src[[5, 900]] = 5000  # over every budget: batches of their own
     order = np.lexsort((tgt, src)) if sorted_by_length else rng.permutation(3000)
-    bounds = token_batch_bounds([src[order], tgt[order]], max_tokens)
-    ours = [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    assert ours == pack_token_batches(order.tolist(), [src, tgt], max_tokens)
+    assert make_token_batches(src, tgt, max_tokens, order) == greedy_batches(order, [src, tgt], max_tokens)
 
 
 def test_token_batch_sampler_rejects_bad_input():

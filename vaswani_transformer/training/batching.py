@@ -4,8 +4,9 @@
 sentence pairs containing approximately 25000 source tokens and 25000 target tokens."
 
 `TokenBatchSampler` follows fairseq's `batch_by_size`: order the pairs by length (randomly broken ties), cut the
-ordered list greedily into batches whose *padded* source and target sizes both stay within `max_tokens`, then
-shuffle the order of the batches. `max_tokens` is per device and per forward pass: the paper's 25000 is the sum over
+ordered list greedily into batches whose *padded* source and target sizes both stay within `max_tokens` (the
+package's one packing rule, `generation_vaswani_transformer.token_batch_bounds`), then shuffle the order of the
+batches. `max_tokens` is per device and per forward pass: the paper's 25000 is the sum over
 its 8 GPUs (and, here, over gradient-accumulation steps), so
     effective tokens per optimizer step ~= max_tokens * num_processes * gradient_accumulation_steps.
 """
@@ -19,6 +20,8 @@ import torch
 from torch.utils.data import Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from vaswani_transformer.generation_vaswani_transformer import token_batch_bounds
+
 
 __all__ = [
     "TokenBatchSampler",
@@ -27,7 +30,6 @@ __all__ = [
     "make_token_batches",
     "non_pad_tokens",
     "padded_lengths",
-    "token_batch_bounds",
 ]
 
 
@@ -38,40 +40,6 @@ def padded_lengths(lengths: Sequence[int] | np.ndarray, pad_to_multiple_of: int 
     return -(-lengths // pad_to_multiple_of) * pad_to_multiple_of
 
 
-def token_batch_bounds(sides: Sequence[np.ndarray], max_tokens: int) -> np.ndarray:
-    """Greedy token batches of items already in packing order, as offsets: batch b is items
-    `bounds[b]:bounds[b + 1]`.
-
-    The rule of `pack_token_batches` (fairseq's `batch_by_size`), which stays the written-out reference: a batch of
-    n items costs n * (its longest item) tokens on every side, at most `max_tokens`; an item longer than
-    `max_tokens` is a batch of its own. Vectorised per batch rather than per item: the running maximum of a batch is
-    at least its first item's length L, so a batch has at most `max_tokens // L` items and only that window is
-    looked at (one `np.maximum.accumulate` per batch). No Python object per item: at 4.5M pairs this is two int64
-    arrays instead of 4.5M Python ints in lists.
-
-    Args:
-        sides: per side, `(items,)` lengths in tokens in packing order (padded as the collator pads them).
-        max_tokens: padded-token budget per side per batch (tokens).
-    Returns:
-        `(num_batches + 1,)` int64 offsets, from 0 to `items`.
-    """
-    lengths = np.stack([np.asarray(side, dtype=np.int64) for side in sides])  # (sides, items)
-    items = lengths.shape[1]
-    first = lengths.max(axis=0)  # the longest side of each item: a batch starting there holds <= max_tokens // it
-    bounds = [0]
-    start = 0
-    while start < items:
-        window = min(items - start, max_tokens // int(first[start]))
-        size = 1
-        if window > 1:
-            longest = np.maximum.accumulate(lengths[:, start : start + window], axis=1).max(axis=0)
-            over = np.flatnonzero(longest * np.arange(1, window + 1) > max_tokens)
-            size = int(over[0]) if over.size else window
-        start += size
-        bounds.append(start)
-    return np.asarray(bounds, dtype=np.int64)
-
-
 def make_token_batches(
     lengths_src: np.ndarray, lengths_tgt: np.ndarray, max_tokens: int, order: np.ndarray, pad_to_multiple_of: int = 1
 ) -> list[list[int]]:
@@ -80,7 +48,7 @@ def make_token_batches(
     A batch of n pairs costs n * max(source lengths) padded source tokens and n * max(target lengths) padded
     target tokens, each length rounded up to a multiple of `pad_to_multiple_of` as the collator pads it; both must
     be <= `max_tokens`. A single pair longer than `max_tokens` forms its own batch (it cannot be split; truncate or
-    filter it upstream if that is not wanted). See `token_batch_bounds`.
+    filter it upstream if that is not wanted). The rule is `generation_vaswani_transformer.token_batch_bounds`.
 
     Args:
         lengths_src, lengths_tgt: (num_pairs,) token counts per pair (source `input_ids`, target `labels`).
@@ -99,9 +67,10 @@ def make_token_batches(
 def _packing_bounds(
     lengths_src: np.ndarray, lengths_tgt: np.ndarray, max_tokens: int, order: np.ndarray, pad_to_multiple_of: int
 ) -> np.ndarray:
-    """`token_batch_bounds` of the pairs in `order`, each side's lengths rounded as the collator pads them."""
+    """`token_batch_bounds` of the pairs in `order`, each side's lengths rounded as the collator pads them:
+    `(num_batches + 1,)` int64 offsets into `order`."""
     sides = [padded_lengths(lengths, pad_to_multiple_of)[order] for lengths in (lengths_src, lengths_tgt)]
-    return token_batch_bounds(sides, max_tokens)
+    return np.asarray(token_batch_bounds(sides, max_tokens), dtype=np.int64)
 
 
 def evaluation_batches(
