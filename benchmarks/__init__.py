@@ -1,22 +1,13 @@
-"""Speed and memory of `vaswani_transformer` beside its peers. Run from the repository root:
-
-    python -m benchmarks.run [--quick] [--device cpu|cuda]   training, translation, memory and MFU
-    python -m benchmarks.tokenizer_throughput                the tokenizer against bare `tokenizers`
-    python -m benchmarks.generation / benchmarks.deploy      beam search, and the CTranslate2 export, on Multi30k
-    python -m benchmarks.training_rss --log RUN/log.jsonl    flat memory over a training run
-    python -m benchmarks.scale.corpus --pairs N --output DIR a WMT-size corpus built from Multi30k
-    python -m benchmarks.scale.run                           preprocessing, launch, memory, collator at 1M/4.5M
-    python -m benchmarks.scale.gpu                           the base preset on one CUDA GPU at 4.5M pairs
-
-Modules by concern: `contenders` (the three models and their training step), `data` (the tokenizer, the batch),
-`timing`, `memory` (peak memory in worker subprocesses), `flops` (MFU), `report` (targets, table, chart).
-"""
+"""Speed and memory of `vaswani_transformer` beside its peers: how to run each benchmark, and what each results file
+holds, is in benchmarks/README.md."""
 
 from pathlib import Path
 
 
-__all__ = ["CACHE_DIR", "REPO_ROOT", "RESULTS_DIR"]
+__all__ = ["BASE_PRESET", "CACHE_DIR", "CPU_PRESET", "REPO_ROOT", "RESULTS_DIR"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"  # <machine>.json, .md, .png (read by the README)
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"  # <machine>[-<benchmark>].json, .md, .png (read by the README)
 CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"  # tokenizers learnt for the benchmark (git-ignored)
+CPU_PRESET = REPO_ROOT / "training" / "configs" / "multi30k_en_de_cpu.yaml"  # the Multi30k CPU preset
+BASE_PRESET = REPO_ROOT / "training" / "configs" / "wmt14_en_de_base.yaml"  # the paper's base model on WMT 2014

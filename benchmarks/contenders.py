@@ -21,6 +21,8 @@ from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForC
 from vaswani_transformer.convert import config_to_marian, from_marian, to_marian
 from vaswani_transformer.modeling_vaswani_transformer import shift_tokens_right, sinusoidal_positional_encoding
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from vaswani_transformer.training.cpu_kernels import use_cpu_kernels
+from vaswani_transformer.training.criterion import LabelSmoothedCrossEntropyCriterion
 from vaswani_transformer.training.recipe import build_optimizer
 
 from .timing import synchronize
@@ -28,6 +30,7 @@ from .timing import synchronize
 
 __all__ = [
     "CONTENDERS",
+    "P_DROP",
     "RANDOM_MARIAN_INIT_STD",
     "Size",
     "TorchSeq2Seq",
@@ -38,8 +41,8 @@ __all__ = [
     "translation_models",
 ]
 
-LABEL_SMOOTHING = 0.1  # eps_ls (§5.4), for all three contenders
-DROPOUT = 0.1  # P_drop (§5.4), for all three contenders
+# P_drop and eps_ls (§5.4) of every contender: our config's defaults, the base model's.
+P_DROP, LABEL_SMOOTHING = VaswaniTransformerConfig.dropout, VaswaniTransformerConfig.label_smoothing
 CONTENDERS = ("ours", "marian", "torch")
 RANDOM_MARIAN_INIT_STD = 0.2  # large weights: a random Marian whose translations are varied, not degenerate
 
@@ -61,9 +64,13 @@ class Size:
     # attention_dropout and relu_dropout; 0 in the paper, 0.1 in the Multi30k EN-DE preset), every contender alike.
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
+    # Ours only: the training library's CPU kernels (`training.cpu_kernels.use_cpu_kernels`), as a preset with
+    # `cpu_kernels: true` trains; Marian and the torch model have no such option.
+    cpu_kernels: bool = False
 
-    def config(self, dropout: float = DROPOUT) -> VaswaniTransformerConfig:
-        """Our config of this size, encoder and decoder alike; every contender is built from it."""
+    def config(self, training: bool = True) -> VaswaniTransformerConfig:
+        """Our config of this size, encoder and decoder alike; every contender is built from it. Dropout P_drop and
+        the size's attention and activation dropout when `training`, none otherwise."""
         return VaswaniTransformerConfig(
             vocab_size=self.vocab_size,
             d_model=self.d_model,
@@ -73,10 +80,9 @@ class Size:
             decoder_attention_heads=self.heads,
             encoder_ffn_dim=self.ffn_dim,
             decoder_ffn_dim=self.ffn_dim,
-            dropout=dropout,
-            attention_dropout=self.attention_dropout if dropout else 0.0,
-            activation_dropout=self.activation_dropout if dropout else 0.0,
-            label_smoothing=LABEL_SMOOTHING,
+            dropout=P_DROP if training else 0.0,
+            attention_dropout=self.attention_dropout if training else 0.0,
+            activation_dropout=self.activation_dropout if training else 0.0,
         )
 
 
@@ -88,7 +94,7 @@ class TorchSeq2Seq(nn.Module):
     attention weights and the ReLU output get the size's `attention_dropout` and `activation_dropout`, as in ours.
     """
 
-    def __init__(self, size: Size, dropout: float = DROPOUT, pad_token_id: int = 0, max_positions: int = 1024):
+    def __init__(self, size: Size, dropout: float = P_DROP, pad_token_id: int = 0, max_positions: int = 1024):
         super().__init__()
         self.pad_token_id, self.dropout, self.scale = pad_token_id, dropout, math.sqrt(size.d_model)
         self.embed = nn.Embedding(size.vocab_size, size.d_model, padding_idx=pad_token_id)
@@ -129,7 +135,8 @@ class TorchSeq2Seq(nn.Module):
 
 def build_contender(kind: str, size: Size, attn_implementation: str | None = None, seed: int = 0) -> nn.Module:
     """A freshly initialised training contender: "ours", "marian" or "torch"; ours and Marian with
-    `attn_implementation`, by default the size's (the torch model always runs `nn.MultiheadAttention`).
+    `attn_implementation`, by default the size's (the torch model always runs `nn.MultiheadAttention`); ours with
+    the training library's CPU kernels where the size says so.
 
     Raises:
         ValueError: for another `kind`.
@@ -139,7 +146,10 @@ def build_contender(kind: str, size: Size, attn_implementation: str | None = Non
     if kind == "ours":
         config = size.config()
         config._attn_implementation = attn_implementation
-        return VaswaniTransformerForConditionalGeneration(config)
+        model = VaswaniTransformerForConditionalGeneration(config)
+        if size.cpu_kernels:
+            use_cpu_kernels(model)
+        return model
     if kind == "marian":
         config = config_to_marian(size.config())
         config._attn_implementation = attn_implementation
@@ -161,7 +171,7 @@ def translation_models(
         ours = VaswaniTransformerForConditionalGeneration.from_pretrained(model_dir).eval()
         return to_marian(ours), ours, VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
     torch.manual_seed(seed)
-    config = config_to_marian(size.config(dropout=0.0))
+    config = config_to_marian(size.config(training=False))
     config.init_std = RANDOM_MARIAN_INIT_STD
     marian = MarianMTModel(config).eval()
     return marian, from_marian(marian).eval(), None
@@ -175,27 +185,21 @@ def prepared_batch(batch: dict, device: str) -> dict[str, torch.Tensor]:
     return batch
 
 
-def training_loss(kind: str, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Label-smoothed cross-entropy (eps_ls = 0.1) of one batch, computed the way each contender's user would.
-
-    Ours computes it inside `forward` from `labels`; for Marian and the torch model the loss is the cheapest correct
-    form, `F.cross_entropy(..., label_smoothing=0.1)` on the logits (Marian's own `labels` loss is unsmoothed).
-    """
-    if kind == "ours":
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-    decoder_input_ids = batch["decoder_input_ids"]
-    if kind == "marian":
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids
-        ).logits
-    else:
-        logits = model(batch["input_ids"], batch["attention_mask"], decoder_input_ids)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), batch["labels"].reshape(-1), label_smoothing=LABEL_SMOOTHING
-    )  # logits (batch * tgt_len, vocab)
+def training_loss(kind: str, model: nn.Module, size: Size, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Label-smoothed cross-entropy (eps_ls, §5.4) of one batch, by the training library's criterion
+    (`training.criterion.LabelSmoothedCrossEntropyCriterion`): ours as a preset trains it (blocked with the size's
+    `cpu_kernels`), Marian and the torch model in its plain form, `F.cross_entropy(..., label_smoothing=eps_ls)` on
+    the logits (Marian's own `labels` loss is unsmoothed). `batch` as `prepared_batch` makes it."""
+    criterion = LabelSmoothedCrossEntropyCriterion(LABEL_SMOOTHING, blocked=kind == "ours" and size.cpu_kernels)
+    if kind == "torch":
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])  # (batch, tgt, V)
+        return criterion.loss(logits, batch["labels"])
+    return criterion(model, batch)
 
 
-def make_training_step(kind: str, model: nn.Module, batch: dict, precision: str, device: str) -> Callable[[], None]:
+def make_training_step(
+    kind: str, model: nn.Module, size: Size, batch: dict, precision: str, device: str
+) -> Callable[[], None]:
     """One forward + backward + Adam step (the paper's betas and epsilon, §5.3) on `batch`, fp32 or bf16 autocast.
 
     Every contender gets the optimizer of our training script (`training.recipe.build_optimizer`: PyTorch's fused
@@ -206,7 +210,7 @@ def make_training_step(kind: str, model: nn.Module, batch: dict, precision: str,
 
     def step() -> None:
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = training_loss(kind, model, batch)
+            loss = training_loss(kind, model, size, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,38 +1,17 @@
-"""Translation speed of the CTranslate2 export against our generate() and MarianMT, greedy and beam 4, in one run.
+"""Translation speed of the CTranslate2 export against our generate() and MarianMT, greedy and beam 4, in one run (how
+to run it and what it writes: benchmarks/README.md).
 
-    python -m benchmarks.deploy --model_dir outputs/multi30k_en_de_cpu [--quick] [--repeats 2]
-
-Run from the repository root, on a machine that runs nothing else. The model is exported twice
-(`vaswani_transformer.export.export_ctranslate2`, float32 and int8 weights, into a temporary folder) and every
-contender translates the same Multi30k test_2016_flickr sentences, in the same length-sorted batches
-(`length_sorted_batches`), with the same settings: greedy, or beam 4 with length penalty 0.6 and early stopping;
-max_new_tokens = the longest source + 50 (`vaswani-evaluate` adds 50 to each batch's longest; CTranslate2 takes one
-limit per call, so every contender gets the one of all the sentences). Batch 1 runs on the first `--batch1_sentences`
-sentences, batch 64 on all. Each time is the median of `--repeats` interleaved rounds after one warm-up on a few
-sentences. The PyTorch contenders use torch's thread count; each CTranslate2 engine its own setting (`CT2_ENGINES`).
-
-Contenders:
-- `ours`, `ours_bf16`: `VaswaniTransformerForConditionalGeneration.generate()` with fp32, and bfloat16, weights
-  (bf16 where the CPU has bf16 instructions);
-- `marian`: MarianMT holding the same weights (`convert.to_marian`), transformers' own search;
-- `ct2_*`: CTranslate2 through `vaswani_transformer.export.Translator` (its C++ search, with the options the export
-  derives from the generation config), each in a process of its own (`CTranslate2Process`), with the thread settings
-  of `CT2_ENGINES`: one translation at a time on every core, or one core per translation and as many in parallel.
-
-Reported per setting: sentences/s and generated tokens/s (`</s>` not counted), speed-up over `ours` (paired per
-round), sacreBLEU, and how many sentences have exactly our fp32 token ids. The run fails, after writing its
-results, if a float32 CTranslate2 engine or Marian differs from `ours` on any sentence.
-
-Writes `<output>/<machine>-deploy.json` and `.md` (the table the README's "Deploy" section shows).
+Contenders, every one on the same sentences in the same length-sorted batches, greedy or beam 4 (length penalty 0.6,
+early stopping): `ours`, `ours_bf16` (`generate()`, fp32 and bf16 weights), `marian` (`convert.to_marian`), and
+`ct2_*`: the export (`vaswani_transformer.export`, float32 and int8) through `export.Translator`, each engine in a
+process of its own (`CTranslate2Process`) with the threads of `CT2_ENGINES`. CTranslate2 float32 and Marian must give
+exactly our fp32 token ids.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import platform
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,7 +19,6 @@ from pathlib import Path
 
 import ctranslate2
 import torch
-import transformers
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.convert import to_marian
@@ -50,12 +28,12 @@ from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTra
 from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 
 from .data import test_pairs
-from .generation import LENGTH_PENALTY, NUM_BEAMS, bleu, hf_translator, timed, translation_benchmark_arguments
-from .report import machine_name, write_report
-from .timing import bf16_supported, paired_speedup
+from .report import environment, write_report
+from .timing import bf16_supported, paired_speedup, time_interleaved
+from .translation import LENGTH_PENALTY, NUM_BEAMS, hf_translator, strip_eos, translation_arguments, translation_row
 
 
-__all__ = ["main"]
+__all__ = ["main", "markdown"]
 
 SEARCHES = {"greedy": 1, "beam 4": NUM_BEAMS}
 BATCH_SIZES = (1, 64)
@@ -81,7 +59,6 @@ def ct2_translate(
     `batch_size` sentences that `length_sorted_batches` makes for the other contenders), with the settings of
     `hf_translator` and max_new_tokens = the longest source + 50. The generated ids of each sentence, without `</s>`,
     in input order."""
-    eos = translator.tokenizer.eos_token_id
     sources = encoded[:count]
     generated = translator.generate(
         sources,
@@ -91,7 +68,7 @@ def ct2_translate(
         max_tokens=10**9,
         batch_size=batch_size,
     )
-    return [ids[: ids.index(eos)] if eos in ids else ids for ids in generated]
+    return [strip_eos(ids, translator.tokenizer.eos_token_id) for ids in generated]
 
 
 def ct2_worker(connection, directory: str, intra_threads: int, inter_threads: int, encoded: list[list[int]]) -> None:
@@ -136,33 +113,19 @@ class CTranslate2Process:
         self.process.join(timeout=60)
 
 
-def measure(
-    contenders: dict[str, Callable[[], None]],
-    warm_up: dict[str, Callable[[], None]],
-    outputs: dict[str, dict],
-    count: int,
-    repeats: int,
-    tokenizer,
-    references: list[str],
-) -> dict:
+def measure(contenders: dict, warm_up: dict, outputs: dict[str, dict], count: int, repeats: int, tokenizer, refs):
     """Time `contenders`; sentences/s, tokens/s, speed-ups over ours, BLEU and identity with ours for each."""
-    times = timed(contenders, warm_up, repeats)
-    outputs = {name: {"ids": outputs[name]["ids"][:count]} for name in contenders}  # the sentences translated
-    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
-    tokens = {name: sum(len(ids) for ids in outputs[name]["ids"]) for name in contenders}
-    ours = outputs["ours"]["ids"]
-    return {
-        "sentences": count,
-        "seconds": times,
-        "sentences_per_s": {name: count / seconds for name, seconds in medians.items()},
-        "generated_tokens": tokens,
-        "tokens_per_s": {name: tokens[name] / seconds for name, seconds in medians.items()},
-        "speedup_over_ours": {name: paired_speedup(times, "ours", base=name) for name in contenders if name != "ours"},
-        "bleu": {name: bleu(tokenizer, outputs[name]["ids"], references[:count]) for name in contenders},
-        "identical_to_ours": {
-            name: sum(a == b for a, b in zip(outputs[name]["ids"], ours, strict=True)) for name in contenders
-        },
+    times = time_interleaved(contenders, repeats, warm_up)
+    ids = {name: outputs[name]["ids"][:count] for name in contenders}  # the sentences translated
+    row = translation_row(times, ids, count, tokenizer, refs)
+    row["generated_tokens"] = {name: sum(len(sentence) for sentence in ids[name]) for name in contenders}
+    row["tokens_per_s"] = {name: row["generated_tokens"][name] / row["median_seconds"][name] for name in contenders}
+    peers = [name for name in contenders if name != "ours"]
+    row["speedup_over_ours"] = {name: paired_speedup(times, "ours", base=name) for name in peers}
+    row["identical_to_ours"] = {
+        name: sum(a == b for a, b in zip(ids[name], ids["ours"], strict=True)) for name in contenders
     }
+    return row
 
 
 def markdown(results: dict) -> str:
@@ -201,8 +164,9 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring). Exits non-zero if CTranslate2 fp32 or Marian ids differ from ours."""
-    args = translation_benchmark_arguments(__doc__.splitlines()[0], argv, repeats=2, quick=(24, 4))
+    """CLI (benchmarks/README.md). Exits non-zero, after writing its results, if CTranslate2 fp32 or Marian ids differ
+    from ours."""
+    args = translation_arguments(__doc__.splitlines()[0], argv, repeats=2, quick=(24, 4))
     started = time.perf_counter()
     threads = torch.get_num_threads()
     ours = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir).eval()
@@ -260,16 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         for process in ct2.values():
             process.close()
         shutil.rmtree(export_dir, ignore_errors=True)
-    results = {
-        "machine": machine_name("cpu"),
-        "device_name": platform.processor() or "CPU",
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "ctranslate2": ctranslate2.__version__,
-        },
+    results = {**environment("cpu"), "threads": threads}
+    results["versions"]["ctranslate2"] = ctranslate2.__version__
+    results |= {
         "model": args.model_dir,
         "sentences": len(sources),
         "batch1_sentences": args.batch1_sentences,

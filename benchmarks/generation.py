@@ -1,69 +1,42 @@
-"""Beam-4 translation speed of a trained model against its peers, by batch size, in one run.
+"""Beam-4 translation speed of a trained model against its peers, by batch size, in one run (how to run it and what
+it writes: benchmarks/README.md).
 
-    python -m benchmarks.generation --model_dir outputs/multi30k_en_de_cpu [--quick] [--device cpu|cuda]
-
-Run from the repository root, on a machine that runs nothing else. Every contender translates the same Multi30k
-test_2016_flickr sentences with the same weights, beam 4, length penalty 0.6, fp32; each timing is the median of
-`--repeats` interleaved rounds (`benchmarks.timing.time_interleaved`, after one warm-up round on a few sentences).
-
-Contenders:
-- `ours`: `VaswaniTransformerForConditionalGeneration.generate()`, whose beam search is
-  `generation_vaswani_transformer.beam_search` (finished sentences leave the batch);
-- `transformers_loop`: the same model and batches through transformers' `GenerationMixin._beam_search` (what
-  `generate()` ran before; its token ids must equal ours, else the run fails after writing its results);
-- `ours_bf16`: ours with the weights cast to bfloat16 (where the CPU has bf16 instructions, or on CUDA), at the
-  default budget only; its BLEU is reported beside fp32's (its token ids may differ: other rounding);
-- `marian`: MarianMT holding the same weights (`convert.to_marian`), the same batches;
-- `eole`: eole 0.6.4 (OpenNMT's successor, plain PyTorch) holding the same weights (`benchmarks.eole_peer`, with
-  eole's own beam search, batching and default stopping rule, `n_best=1`); only when eole is installed
-  (`pip install eole==0.6.4 aiohttp`), else skipped with a message.
-
-Batching: "sorted" rows translate the sentences longest first (`length_sorted_batches`, what the pipeline,
-`vaswani-evaluate`, validation and `examples/translate.py` do) in batches of N sentences or of a padded-source-token
-budget; eole sorts its own way (buckets by length). "file order" rows call `generate()` on consecutive sentences, as a
-plain loop over a file would. Batch 1 runs on the first `--batch1_sentences` sentences only (it is slow).
-`main_job_evaluation` compares what the README's main job does when it scores the test split and validates: before
-this change (batches of 64 sorted sentences, transformers' loop) and now (the default budget, our beam search).
-
-Writes `<output>/<machine>-generation.json` (every time, median, ratio, BLEU, identity check) and `.md` (the table
-the README shows).
+Contenders, every one with the same weights and batches, beam 4, length penalty 0.6, fp32: `ours` (`generate()`,
+this package's beam search), `transformers_loop` (the same model through transformers' own decoding loop,
+`custom_generate=transformers_decoding_loop`; token ids must equal ours), `ours_bf16` (bf16 weights, at the default
+budget only), `marian` (`convert.to_marian`), `eole` (`benchmarks.eole_peer`, its own search; where installed).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
-import sacrebleu
 import torch
-import transformers
-from transformers import GenerationMixin
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.convert import to_marian
-from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from vaswani_transformer.generation_vaswani_transformer import (
+    DEFAULT_MAX_TOKENS,
+    length_sorted_batches,
+    transformers_decoding_loop,
+)
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
-from vaswani_transformer.training.data import default_data_dir, read_lines
+from vaswani_transformer.training.arguments import read_config_file
+from vaswani_transformer.training.data import DEFAULT_SPLITS, read_lines
 from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 
-from . import RESULTS_DIR
+from . import CPU_PRESET
 from .data import test_pairs
-from .eole_peer import EoleTranslator, convert_to_eole, eole_available
-from .report import machine_name, write_report
-from .timing import bf16_supported, paired_speedup, synchronize
+from .eole_peer import EOLE_VERSION, EoleTranslator, convert_to_eole, eole_available
+from .report import environment, write_report
+from .timing import bf16_supported, paired_speedup, time_interleaved
+from .translation import LENGTH_PENALTY, NUM_BEAMS, hf_translator, translation_arguments, translation_row
 
 
-__all__ = ["main"]
+__all__ = ["main", "markdown"]
 
-NUM_BEAMS = 4
-LENGTH_PENALTY = 0.6
 # (label, batching, size): sentences per batch, or padded source tokens per batch.
 SETTINGS = (
     ("batch 1", "sentences", 1),
@@ -76,58 +49,7 @@ SETTINGS = (
 CONTENDERS = ("ours", "ours_bf16", "transformers_loop", "marian", "eole")
 MARIAN_SETTINGS = ("batch 64", f"{DEFAULT_MAX_TOKENS} tokens")  # Marian runs transformers' loop: two rows suffice
 FILE_ORDER_SETTINGS = (64, 256)
-
-
-def in_transformers_loop(model, function: Callable[[], None]) -> Callable[[], None]:
-    """`function`, run with `model.generate()` on transformers' `GenerationMixin._beam_search` instead of our
-    override (what `generate()` ran before `generation_vaswani_transformer.beam_search`)."""
-
-    def run() -> None:
-        with mock.patch.object(type(model), "_beam_search", GenerationMixin._beam_search):
-            function()
-
-    return run
-
-
-def generated_ids(row: list[int], eos_token_id: int) -> list[int]:
-    """A `generate()` output row -> the generated ids after the start token, up to (without) the first EOS."""
-    row = row[1:]
-    return row[: row.index(eos_token_id)] if eos_token_id in row else row
-
-
-def hf_translator(
-    model,
-    tokenizer,
-    encoded: list[list[int]],
-    batches: list[list[int]],
-    device: str,
-    outputs: dict,
-    num_beams: int = NUM_BEAMS,
-    max_new_tokens: int | None = None,
-):
-    """A callable that translates `encoded` in `batches` with `model.generate` (beam 4 unless `num_beams`, length
-    penalty 0.6, early stopping, max_new_tokens = longest source + 50 per batch as `vaswani-evaluate` unless
-    `max_new_tokens`), storing the generated ids of each sentence in `outputs["ids"]` (input order)."""
-
-    def run() -> None:
-        result: list[list[int]] = [[] for _ in encoded]
-        with torch.inference_mode():
-            for indices in batches:
-                batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt").to(device)
-                generated = model.generate(
-                    **batch,
-                    num_beams=num_beams,
-                    length_penalty=LENGTH_PENALTY,
-                    early_stopping=True,
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens or batch["input_ids"].shape[1] + EXTRA_OUTPUT_TOKENS,
-                )
-                for index, row in zip(indices, generated.tolist(), strict=True):
-                    result[index] = generated_ids(row, tokenizer.eos_token_id)
-        synchronize(device)
-        outputs["ids"] = result
-
-    return run
+ALL = 10**9  # a token budget no batch reaches: batches limited by sentences only
 
 
 def eole_translator(peer: EoleTranslator, encoded: list[list[int]], batching: str, size: int, outputs: dict):
@@ -149,50 +71,16 @@ def eole_translator(peer: EoleTranslator, encoded: list[list[int]], batching: st
     return run
 
 
-def timed(contenders: dict[str, Callable[[], float | None]], warm_up: dict[str, Callable[[], object]], repeats: int):
-    """Warm each contender up on `warm_up`, then `repeats` interleaved rounds; seconds per contender: the wall time
-    of each call, or the seconds it returns (a contender that runs elsewhere and times itself)."""
-    for function in warm_up.values():
-        function()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, function in contenders.items():
-            start = time.perf_counter()
-            seconds = function()
-            times[name].append(time.perf_counter() - start if seconds is None else seconds)
-    return times
-
-
-def bleu(tokenizer, ids: list[list[int]], references: list[str]) -> float:
-    """sacreBLEU (13a, mixed case) of the decoded `ids` against `references`."""
-    hypotheses = [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
-    return sacrebleu.corpus_bleu(hypotheses, [references]).score
-
-
-def measure_setting(
-    contenders: dict[str, Callable[[], None]],
-    warm_up: dict[str, Callable[[], None]],
-    outputs: dict[str, dict],
-    sentences: int,
-    repeats: int,
-    tokenizer,
-    references: list[str],
-) -> dict:
-    """Time `contenders`, then score their last outputs: sentences/s, ratios of ours to each peer, BLEU, identity."""
-    times = timed(contenders, warm_up, repeats)
-    medians = {name: statistics.median(seconds) for name, seconds in times.items()}
-    row = {
-        "sentences": sentences,
-        "seconds": times,
-        "median_seconds": medians,
-        "sentences_per_s": {name: sentences / seconds for name, seconds in medians.items()},
-        "bleu": {name: bleu(tokenizer, outputs[name]["ids"], references[:sentences]) for name in contenders},
-        "ours_over": {peer: paired_speedup(times, peer) for peer in contenders if peer != "ours"},
-    }
-    if "transformers_loop" in outputs and "ours" in outputs:
-        row["identical_to_transformers_loop"] = outputs["ours"]["ids"] == outputs["transformers_loop"]["ids"]
-    if "marian" in outputs and "ours" in outputs:
-        row["identical_to_marian"] = outputs["ours"]["ids"] == outputs["marian"]["ids"]
+def measure_setting(label: str, contenders: dict, warm_up: dict, outputs: dict, sentences: int, args, tokenizer, refs):
+    """Time `contenders`, then score their last outputs: sentences/s, BLEU, ours over each peer, identity."""
+    times = time_interleaved(contenders, args.repeats, warm_up)
+    ids = {name: outputs[name]["ids"] for name in contenders}
+    row = translation_row(times, ids, sentences, tokenizer, refs)
+    row["ours_over"] = {peer: paired_speedup(times, peer) for peer in contenders if peer != "ours"}
+    for peer in ("transformers_loop", "marian"):
+        if peer in ids:
+            row[f"identical_to_{peer}"] = ids["ours"] == ids[peer]
+    print(f"{label}: " + ", ".join(f"{k} {v:.1f} sent/s" for k, v in row["sentences_per_s"].items()))
     return row
 
 
@@ -226,38 +114,10 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def translation_benchmark_arguments(
-    description: str, argv: list[str] | None, repeats: int, quick: tuple[int, int], device: bool = False
-) -> argparse.Namespace:
-    """Parse the arguments the translation benchmarks share (this module and ``benchmarks/deploy.py``).
-
-    ``--model_dir``, ``--data_dir``, ``--output``, ``--repeats`` (default ``repeats`` rounds), ``--sentences``,
-    ``--batch1_sentences`` and ``--quick``, which sets ``(sentences, batch1_sentences) = quick`` and one round;
-    ``device`` adds ``--device cpu|cuda``. Errors: argparse's (exit 2).
-    """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model_dir", required=True, help="A trained model directory (save_pretrained).")
-    if device:
-        parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
-    parser.add_argument("--output", default=str(RESULTS_DIR))
-    parser.add_argument("--repeats", type=int, default=repeats, help="Timed rounds per contender.")
-    parser.add_argument("--sentences", type=int, default=1000, help="test_2016_flickr sentences (1,000 in all).")
-    parser.add_argument("--batch1_sentences", type=int, default=200, help="Sentences timed at batch size 1.")
-    parser.add_argument(
-        "--quick", action="store_true", help=f"A smoke run: {quick[0]} sentences ({quick[1]} at batch 1), 1 round."
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        (args.sentences, args.batch1_sentences), args.repeats = quick, 1
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring). Exits non-zero if our token ids differ from transformers' loop's."""
-    args = translation_benchmark_arguments(__doc__.splitlines()[0], argv, repeats=3, quick=(40, 8), device=True)
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: ids must match transformers' loop
+    """CLI (benchmarks/README.md). Exits non-zero, after writing its results, if our token ids differ from
+    transformers' loop's."""
+    args = translation_arguments(__doc__.splitlines()[0], argv, repeats=3, quick=(40, 8), device=True)
     started = time.perf_counter()
     ours = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir).eval().to(args.device)
     tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(args.model_dir)
@@ -267,94 +127,71 @@ def main(argv: list[str] | None = None) -> None:
         ours_bf16 = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir, dtype=torch.bfloat16)
         ours_bf16 = ours_bf16.eval().to(args.device)
     sources, references = test_pairs(args.data_dir, args.sentences)
-    validation = read_lines(args.data_dir / "val.en.gz")[:200]
+    validation_size = read_config_file(CPU_PRESET)["max_eval_samples"]  # the main job's validation sentences
+    validation = read_lines(args.data_dir / f"{DEFAULT_SPLITS['validation']}.en.gz")[:validation_size]
     encoded = tokenizer(sources)["input_ids"]
     lengths = [len(ids) for ids in encoded]
-    peer = None
-    eole_status = f"eole {'' if eole_available() else 'not '}installed"
+    peer, eole_status = None, f"eole {'' if eole_available() else 'not '}installed"
     if eole_available():
         eole_dir = Path(tempfile.mkdtemp(prefix="vaswani-eole-"))
         peer = EoleTranslator(convert_to_eole(args.model_dir, eole_dir / "model"), device=args.device)
-        eole_status = "eole 0.6.4, same weights (benchmarks.eole_peer), its own beam search, n_best=1"
+        eole_status = f"eole {EOLE_VERSION}, same weights (benchmarks.eole_peer), its own beam search, n_best=1"
     else:
-        print("eole is not installed (pip install eole==0.6.4 aiohttp): its rows are skipped")
+        print(f"eole is not installed (pip install eole=={EOLE_VERSION} aiohttp): its rows are skipped")
+
+    def translator(model, batches, outputs: dict, loop: bool = False, ids=encoded):
+        extra = {"custom_generate": transformers_decoding_loop} if loop else {}
+        return hf_translator(model, tokenizer, ids, batches, args.device, outputs, **extra)
 
     settings: dict[str, dict] = {}
+    few = length_sorted_batches(lengths[:8], max_tokens=ALL)
     for label, batching, size in SETTINGS:
         count = args.batch1_sentences if size == 1 else len(sources)
-        if batching == "sentences":
-            batches = length_sorted_batches(lengths[:count], max_tokens=10**9, max_sentences=size)
-        else:
-            batches = length_sorted_batches(lengths[:count], max_tokens=size)
+        limits = {"max_tokens": ALL, "max_sentences": size} if batching == "sentences" else {"max_tokens": size}
+        batches = length_sorted_batches(lengths[:count], **limits)
         outputs: dict[str, dict] = {name: {} for name in CONTENDERS}
-        few = length_sorted_batches(lengths[:8], max_tokens=10**9)
-        contenders = {"ours": hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["ours"])}
-        warm_up = {"ours": hf_translator(ours, tokenizer, encoded, few, args.device, {})}
-        loop = hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["transformers_loop"])
-        contenders["transformers_loop"] = in_transformers_loop(ours, loop)
+        contenders = {"ours": translator(ours, batches, outputs["ours"])}
+        warm_up = {"ours": translator(ours, few, {})}
+        contenders["transformers_loop"] = translator(ours, batches, outputs["transformers_loop"], loop=True)
         if ours_bf16 is not None and size == DEFAULT_MAX_TOKENS:
-            contenders["ours_bf16"] = hf_translator(
-                ours_bf16, tokenizer, encoded, batches, args.device, outputs["ours_bf16"]
-            )
-            warm_up["ours_bf16"] = hf_translator(ours_bf16, tokenizer, encoded, few, args.device, {})
+            contenders["ours_bf16"] = translator(ours_bf16, batches, outputs["ours_bf16"])
+            warm_up["ours_bf16"] = translator(ours_bf16, few, {})
         if label in MARIAN_SETTINGS:
-            contenders["marian"] = hf_translator(marian, tokenizer, encoded, batches, args.device, outputs["marian"])
+            contenders["marian"] = translator(marian, batches, outputs["marian"])
         if peer is not None:
             contenders["eole"] = eole_translator(peer, encoded[:count], batching, size, outputs["eole"])
             warm_up["eole"] = eole_translator(peer, encoded[:8], "sentences", 8, {})
-        outputs = {name: value for name, value in outputs.items() if name in contenders}
-        settings[label] = {
-            "batching": batching,
-            "size": size,
-            **measure_setting(contenders, warm_up, outputs, count, args.repeats, tokenizer, references),
-        }
-        print(
-            f"{label}: "
-            + ", ".join(f"{name} {value:.1f} sent/s" for name, value in settings[label]["sentences_per_s"].items())
-        )
+        row = measure_setting(label, contenders, warm_up, outputs, count, args, tokenizer, references)
+        settings[label] = {"batching": batching, "size": size, **row}
 
     # File order: generate() on consecutive sentences, ours and transformers' loop.
     for size in FILE_ORDER_SETTINGS:
         batches = [list(range(start, min(start + size, len(sources)))) for start in range(0, len(sources), size)]
         outputs = {"ours": {}, "transformers_loop": {}}
         contenders = {
-            "ours": hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["ours"]),
-            "transformers_loop": in_transformers_loop(
-                ours, hf_translator(ours, tokenizer, encoded, batches, args.device, outputs["transformers_loop"])
-            ),
+            "ours": translator(ours, batches, outputs["ours"]),
+            "transformers_loop": translator(ours, batches, outputs["transformers_loop"], loop=True),
         }
         label = f"batch {size}, file order"
-        settings[label] = {
-            "batching": "file order",
-            "size": size,
-            **measure_setting(contenders, {}, outputs, len(sources), args.repeats, tokenizer, references),
-        }
-        print(f"{label}: " + ", ".join(f"{k} {v:.1f} sent/s" for k, v in settings[label]["sentences_per_s"].items()))
+        row = measure_setting(label, contenders, {}, outputs, len(sources), args, tokenizer, references)
+        settings[label] = {"batching": "file order", "size": size, **row}
 
-    # The main job's evaluation (test split) and validation (200 val sentences): before and now.
-    evaluation_times = {"ours": [], "before": []}
-    for _ in range(args.repeats):
-        for texts in (sources, validation):
-            ids = tokenizer(texts)["input_ids"]
-            now = length_sorted_batches([len(x) for x in ids])
-            before = length_sorted_batches([len(x) for x in ids], max_tokens=10**9, max_sentences=64)
-            start = time.perf_counter()
-            hf_translator(ours, tokenizer, ids, now, args.device, {})()
-            evaluation_times["ours"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            in_transformers_loop(ours, hf_translator(ours, tokenizer, ids, before, args.device, {}))()
-            evaluation_times["before"].append(time.perf_counter() - start)
-    pairs = {name: [a + b for a, b in zip(t[::2], t[1::2], strict=True)] for name, t in evaluation_times.items()}
+    # The main job's evaluation (test split) and validation: before (batches of 64 sorted sentences, transformers'
+    # loop) and now (the default token budget, our beam search), each contender translating both in turn.
+    evaluation = {"ours": [], "before": []}
+    for texts in (sources, validation):
+        ids = tokenizer(texts)["input_ids"]
+        lengths_now = [len(x) for x in ids]
+        now, before = length_sorted_batches(lengths_now), length_sorted_batches(lengths_now, ALL, 64)
+        evaluation["ours"].append(translator(ours, now, {}, ids=ids))
+        evaluation["before"].append(translator(ours, before, {}, loop=True, ids=ids))
+    main_job = {name: lambda runs=runs: [run() for run in runs] for name, runs in evaluation.items()}
+    pairs = time_interleaved(main_job, args.repeats, warm_up={})
     if peer is not None:
         peer.close()
 
     results = {
-        "machine": machine_name(args.device),
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "CPU",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        **environment(args.device),
         "model": args.model_dir,
         "sentences": len(sources),
         "repeats": args.repeats,

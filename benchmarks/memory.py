@@ -1,9 +1,6 @@
 """Peak memory of one measurement, each in a fresh worker process so that no earlier allocation hides it.
 
-A worker is started from the repository root as
-
-    python -m benchmarks.memory '<JSON list of specs>' [--threads N]
-
+A worker is started from the repository root as `python -m benchmarks.memory '<JSON list of specs>' [--threads N]`
 and prints a JSON list with one result per spec on its last line. A spec names its task ("train": one training step
 of a contender; "generate": one beam-search batch; "encoder": one encoder forward) and its settings; see `measure`.
 On CPU the peak is the kernel's peak RSS (VmHWM, reset before each measurement), on CUDA the allocator's peak.
@@ -12,6 +9,7 @@ On CPU the peak is the kernel's peak RSS (VmHWM, reset before each measurement),
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -26,11 +24,11 @@ from pathlib import Path
 import torch
 
 from . import REPO_ROOT
-from .contenders import Size, build_contender, make_training_step, prepared_batch, translation_models
+from .contenders import CONTENDERS, Size, build_contender, make_training_step, prepared_batch, translation_models
 from .data import load_tokenizer, training_batch, translation_sentences
 
 
-__all__ = ["WORKER_ENV", "measure", "measure_peak", "run_workers"]
+__all__ = ["WORKER_ENV", "measure", "measure_peak", "memory_section", "run_workers"]
 
 MEMORY_RESOLUTION = 4096  # bytes: a peak-memory delta is at least one page (a reused page reads as 0)
 # glibc settings for the workers: a fixed mmap threshold turns off glibc's dynamic threshold (which grows to 32 MiB
@@ -127,7 +125,7 @@ def measure(spec: dict) -> dict:
     if spec["task"] == "train":
         batch = prepared_batch(training_batch(tokenizer, data_dir, spec["tokens"], spec["batch_pool"]), device)
         model = build_contender(spec["kind"], size).to(device)
-        step = make_training_step(spec["kind"], model, batch, spec["precision"], device)
+        step = make_training_step(spec["kind"], model, size, batch, spec["precision"], device)
         step()  # Adam's state and the allocator's pools exist after one step; measure the steady state
         return measure_peak(step, device)
     if spec["task"] == "generate":
@@ -181,6 +179,84 @@ def run_workers(specs: list[dict], fresh: bool, parallel: int, threads: int | No
     groups = [[spec] for spec in specs] if fresh else [specs]
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return [result for results in pool.map(run, groups) for result in results]
+
+
+def memory_section(run_plan, device: str, data_dir: Path, model_dir: str | None, quick: bool) -> dict:
+    """`benchmarks.run`'s memory section: peak memory of a training step of every contender, of a beam-search batch
+    (ours and Marian) and of the encoder ("sdpa" and "eager") as `run_plan` (a `benchmarks.run.Plan`) sets them, in
+    worker processes (`run_workers`), two at a time, with ratios."""
+    sizes = {size.name: size for size in run_plan.sizes}
+    common = dict(
+        device=device,
+        data_dir=str(data_dir),
+        tokenizer_sentences=run_plan.tokenizer_sentences,
+        tokenizer_vocab=run_plan.tokenizer_vocab,
+    )
+    specs = []
+    for name in run_plan.memory_sizes:
+        for kind in CONTENDERS:
+            specs.append(
+                dict(
+                    common,
+                    task="train",
+                    kind=kind,
+                    size=dataclasses.asdict(sizes[name]),
+                    tokens=run_plan.train_tokens[name],
+                    batch_pool=run_plan.batch_pool,
+                    precision="fp32",
+                )
+            )
+    translate_size = dataclasses.asdict(sizes[run_plan.translate_size])
+    for kind in ("ours", "marian"):
+        specs.append(
+            dict(
+                common,
+                task="generate",
+                kind=kind,
+                size=translate_size,
+                batch=run_plan.translate_batch,
+                num_beams=4,
+                max_new_tokens=run_plan.max_new_tokens,
+                model_dir=model_dir,
+            )
+        )
+    base = dataclasses.asdict(run_plan.sizes[-1])
+    for length in run_plan.encoder_lengths:
+        for attn_implementation in ("sdpa", "eager"):
+            specs.append(
+                dict(common, task="encoder", size=base, length=length, attn_implementation=attn_implementation)
+            )
+    threads, parallel = 1 if quick else None, 2  # torch threads as in this process; two workers at once
+    results = run_workers(specs, run_plan.fresh_process_per_measurement, parallel=parallel, threads=threads)
+    section: dict = {
+        "training": {},
+        "generation": {},
+        "encoder": {},
+        "parallel_workers": parallel,
+        "worker_env": WORKER_ENV,
+        "fresh_process_each": run_plan.fresh_process_per_measurement,
+    }
+    for spec, result in zip(specs, results, strict=True):
+        if spec["task"] == "train":
+            section["training"].setdefault(spec["size"]["name"], {})[spec["kind"]] = result
+        elif spec["task"] == "generate":
+            section["generation"][spec["kind"]] = result
+        else:
+            section["encoder"].setdefault(str(spec["length"]), {})[spec["attn_implementation"]] = result
+    for name, results_by_kind in section["training"].items():
+        mib = {kind: result["delta_mib"] for kind, result in results_by_kind.items()}
+        section["training"][name]["ratio_ours_over_marian"] = mib["ours"] / mib["marian"]
+        section["training"][name]["ratio_ours_over_torch"] = mib["ours"] / mib["torch"]
+        print(f"memory train {name}: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in mib.items()))
+    generation = section["generation"]
+    generation["ratio_ours_over_marian"] = generation["ours"]["delta_mib"] / generation["marian"]["delta_mib"]
+    for length, by_impl in section["encoder"].items():
+        by_impl["ratio_sdpa_over_eager"] = by_impl["sdpa"]["delta_mib"] / by_impl["eager"]["delta_mib"]
+        print(
+            f"memory encoder {length}: sdpa {by_impl['sdpa']['delta_mib']:,.1f} MiB, "
+            f"eager {by_impl['eager']['delta_mib']:,.1f} MiB"
+        )
+    return section
 
 
 def main() -> None:

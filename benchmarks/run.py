@@ -1,35 +1,8 @@
-"""Speed and memory of `VaswaniTransformerForConditionalGeneration` side by side with its peers, in one run.
+"""Speed and memory of `VaswaniTransformerForConditionalGeneration` side by side with its peers, in one run: training
+step throughput and MFU, translation throughput, peak memory (how to run it and what it writes: benchmarks/README.md).
 
-    python -m benchmarks.run [--quick] [--device cpu|cuda] [--keep_freed_memory] [--output benchmarks/results]
-
-Run from the repository root. Peers, on the same machine in the same run, so that only ratios matter (absolute times
-on a shared machine are noise): MarianMT with the paper's math and the same model on `torch.nn.Transformer` (see
-`benchmarks.contenders`).
-
-Sections, each written to `<output>/<machine>.json` (every raw time, every median, every ratio, the targets and
-whether each holds), `<machine>.md` (a table) and `<machine>.png` (bar chart of the ratios):
-
-1. training step throughput, (source + target) non-pad tokens/s of forward + backward + fused Adam step (the same
-   `training.recipe.build_optimizer` for every contender), at the Multi30k CPU preset size (with the preset's
-   attention and activation dropout) and at the paper's base size (P_drop only, as in the paper), fp32 and bf16
-   autocast (where the device runs it; on CPU bf16 at the base size also with eager attention, the CPU presets'
-   kernel, as row `base_eager`), on one token batch of real Multi30k train pairs made by the training loader's rule,
-   tokenized with an 8000-token BPE learnt from Multi30k train (cached in benchmarks/.cache);
-2. translation throughput, greedy and beam 4, on Multi30k test_2016_flickr: ours and Marian holding the same weights
-   (a random Marian with large init_std, so that outputs are varied, converted by `from_marian`; or, with
-   `--model_dir`, a trained model and its `to_marian` twin); the token ids must be identical, else the run fails
-   after writing its results;
-3. peak memory of one training step and of one beam-search batch, each in a fresh subprocess (`benchmarks.memory`);
-4. encoder forward peak memory against source length, "sdpa" versus "eager", each in a fresh subprocess;
-5. model FLOP utilisation: analytic training FLOPs (`benchmarks.flops`) x tokens/s / the measured matmul peak.
-
-Each timing is the median of `repeats` rounds after one warm-up round; a round runs every contender once, one after
-the other (interleaved, so load from elsewhere hits all alike). `--quick` shrinks everything to a smoke run.
-
-`--keep_freed_memory` (CPU) runs the training and translation sections with glibc malloc set as `training/train.py`
-sets it on CPU (`vaswani_transformer.training.allocator.keep_freed_memory`), for every contender alike, and writes
-`<machine>-keep-freed-memory.{json,md,png}`; without it, malloc keeps its defaults (how a script that does not set
-it runs). The memory sections always run in fresh processes with the defaults.
+Peers, on the same machine in the same run, so that only ratios matter (absolute times on a shared machine are
+noise): MarianMT with the paper's math and the same model on `torch.nn.Transformer` (`benchmarks.contenders`).
 """
 
 from __future__ import annotations
@@ -37,22 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import transformers
-import yaml
 
 from vaswani_transformer.training.allocator import keep_freed_memory
+from vaswani_transformer.training.arguments import TrainingArguments, read_config_file
 from vaswani_transformer.training.batching import non_pad_tokens
 from vaswani_transformer.training.data import default_data_dir
 
-from . import REPO_ROOT, RESULTS_DIR
+from . import CPU_PRESET, RESULTS_DIR
 from .contenders import (
     CONTENDERS,
     RANDOM_MARIAN_INIT_STD,
@@ -64,9 +33,10 @@ from .contenders import (
 )
 from .data import load_tokenizer, training_batch, translation_sentences
 from .flops import model_flops_utilization, training_flops
-from .memory import WORKER_ENV, run_workers
-from .report import bar_chart, machine_name, markdown, targets, write_report
-from .timing import bf16_supported, matmul_peak, paired_speedup, synchronize, time_interleaved
+from .memory import memory_section
+from .report import environment, write_report
+from .run_report import bar_chart, markdown, targets
+from .timing import bf16_supported, matmul_peak, medians, paired_speedup, synchronize, time_interleaved
 
 
 __all__ = ["Plan", "main", "plan"]
@@ -93,22 +63,14 @@ class Plan:
     fresh_process_per_measurement: bool
 
 
-def cpu_preset(vocab_size: int) -> tuple[Size, int]:
-    """The Multi30k CPU preset's size, attention kernel, attention and activation dropout, and `max_tokens` (padded
-    tokens per side of a batch), read from `training/configs/multi30k_en_de_cpu.yaml` when present."""
-    values = dict(
-        d_model=256,
-        encoder_layers=3,
-        encoder_attention_heads=4,
-        encoder_ffn_dim=1024,
-        max_tokens=2048,
-        attn_implementation="sdpa",
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-    )
-    config = REPO_ROOT / "training" / "configs" / "multi30k_en_de_cpu.yaml"
-    if config.is_file():
-        values.update({k: v for k, v in yaml.safe_load(config.read_text()).items() if k in values})
+def cpu_preset(vocab_size: int, device: str) -> tuple[Size, int]:
+    """The Multi30k CPU preset's size, attention kernel, attention and activation dropout and CPU kernels (on CPU
+    only), and its `max_tokens` (padded tokens per side of a batch), read from `benchmarks.CPU_PRESET`.
+
+    Raises:
+        FileNotFoundError, ValueError: from `read_config_file`, naming the file.
+    """
+    values = read_config_file(CPU_PRESET)
     size = Size(
         "multi30k_cpu",
         values["d_model"],
@@ -119,6 +81,7 @@ def cpu_preset(vocab_size: int) -> tuple[Size, int]:
         values["attn_implementation"],
         values["attention_dropout"],
         values["activation_dropout"],
+        cpu_kernels=device == "cpu" and values.get("cpu_kernels", TrainingArguments.cpu_kernels),
     )
     return size, values["max_tokens"]
 
@@ -145,10 +108,10 @@ def plan(quick: bool, device: str) -> Plan:
         )
     cuda = device == "cuda"
     vocab = 8000
-    preset, preset_tokens = cpu_preset(vocab)
+    preset, preset_tokens = cpu_preset(vocab, device)
     # Base: the paper's vocabulary of 37000 (§5.1), so that the output projection costs what it costs there;
-    # the batch's ids come from the 8000-token Multi30k tokenizer.
-    base = Size("base", 512, 6, 8, 2048, 37000)
+    # the batch's ids come from the 8000-token Multi30k tokenizer. On CPU with the CPU preset's kernels.
+    base = Size("base", 512, 6, 8, 2048, 37000, cpu_kernels=preset.cpu_kernels)
     # On CPU, bf16 at the base size also with eager attention (ours and Marian alike), the kernel the CPU presets
     # train with: on short sentences PyTorch's CPU flash-attention backward takes a large share of an SDPA step.
     base_eager = dataclasses.replace(base, name="base_eager", attn_implementation="eager")
@@ -190,10 +153,13 @@ def training_section(args, run_plan: Plan, tokenizer, peaks: dict) -> dict:
         for precision in run_plan.train_precisions[size.name]:
             if precision == "bf16" and not bf16:
                 continue
-            steps = {kind: make_training_step(kind, models[kind], batch, precision, args.device) for kind in models}
+            steps = {
+                kind: make_training_step(kind, model, size, batch, precision, args.device)
+                for kind, model in models.items()
+            }
             times = time_interleaved(steps, run_plan.repeats)
-            medians = {kind: statistics.median(seconds) for kind, seconds in times.items()}
-            tokens_per_s = {kind: tokens / seconds for kind, seconds in medians.items()}
+            median = medians(times)
+            tokens_per_s = {kind: tokens / seconds for kind, seconds in median.items()}
             peak_gflops = peaks[precision]["peak_gflops"]
             section[f"{size.name}/{precision}"] = {
                 "size": dataclasses.asdict(size),
@@ -203,7 +169,7 @@ def training_section(args, run_plan: Plan, tokenizer, peaks: dict) -> dict:
                 "tgt_shape": list(batch["labels"].shape),
                 "tokens_per_step": tokens,
                 "seconds": times,
-                "median_seconds": medians,
+                "median_seconds": median,
                 "tokens_per_s": tokens_per_s,
                 "ratio_ours_over_marian": tokens_per_s["ours"] / tokens_per_s["marian"],
                 "ratio_ours_over_torch": tokens_per_s["ours"] / tokens_per_s["torch"],
@@ -272,14 +238,14 @@ def translation_section(args, run_plan: Plan, tokenizer) -> dict:
         identical_all &= identical
         generated = sum(int((out[:, 1:] != tokenizer.pad_token_id).sum()) for out in outputs["marian"])
         distinct = len({token for out in outputs["marian"] for token in out[:, 1:].flatten().tolist()})
-        medians = {kind: statistics.median(seconds) for kind, seconds in times.items()}
-        sentences_per_s = {kind: len(sentences) / seconds for kind, seconds in medians.items()}
+        median = medians(times)
+        sentences_per_s = {kind: len(sentences) / seconds for kind, seconds in median.items()}
         section[label] = {
             "num_beams": num_beams,
             "seconds": times,
-            "median_seconds": medians,
+            "median_seconds": median,
             "sentences_per_s": sentences_per_s,
-            "generated_tokens_per_s": {kind: generated / seconds for kind, seconds in medians.items()},
+            "generated_tokens_per_s": {kind: generated / seconds for kind, seconds in median.items()},
             "generated_tokens": generated,
             "distinct_generated_tokens": distinct,
             "ratio_ours_over_marian": sentences_per_s["ours"] / sentences_per_s["marian"],
@@ -292,82 +258,6 @@ def translation_section(args, run_plan: Plan, tokenizer) -> dict:
             + f", identical {identical}"
         )
     section["identical_translations"] = identical_all
-    return section
-
-
-def memory_section(args, run_plan: Plan) -> dict:
-    """Peak memory of a training step, a beam-search batch and the encoder, in worker processes (sections 3, 4)."""
-    sizes = {size.name: size for size in run_plan.sizes}
-    common = dict(
-        device=args.device,
-        data_dir=str(args.data_dir),
-        tokenizer_sentences=run_plan.tokenizer_sentences,
-        tokenizer_vocab=run_plan.tokenizer_vocab,
-    )
-    specs = []
-    for name in run_plan.memory_sizes:
-        for kind in CONTENDERS:
-            specs.append(
-                dict(
-                    common,
-                    task="train",
-                    kind=kind,
-                    size=dataclasses.asdict(sizes[name]),
-                    tokens=run_plan.train_tokens[name],
-                    batch_pool=run_plan.batch_pool,
-                    precision="fp32",
-                )
-            )
-    translate_size = dataclasses.asdict(sizes[run_plan.translate_size])
-    for kind in ("ours", "marian"):
-        specs.append(
-            dict(
-                common,
-                task="generate",
-                kind=kind,
-                size=translate_size,
-                batch=run_plan.translate_batch,
-                num_beams=4,
-                max_new_tokens=run_plan.max_new_tokens,
-                model_dir=args.model_dir,
-            )
-        )
-    base = dataclasses.asdict(run_plan.sizes[-1])
-    for length in run_plan.encoder_lengths:
-        for attn_implementation in ("sdpa", "eager"):
-            specs.append(
-                dict(common, task="encoder", size=base, length=length, attn_implementation=attn_implementation)
-            )
-    threads, parallel = 1 if args.quick else None, 2  # torch threads as in this process; two workers at once
-    results = run_workers(specs, run_plan.fresh_process_per_measurement, parallel=parallel, threads=threads)
-    section: dict = {
-        "training": {},
-        "generation": {},
-        "encoder": {},
-        "parallel_workers": parallel,
-        "worker_env": WORKER_ENV,
-        "fresh_process_each": run_plan.fresh_process_per_measurement,
-    }
-    for spec, result in zip(specs, results, strict=True):
-        if spec["task"] == "train":
-            section["training"].setdefault(spec["size"]["name"], {})[spec["kind"]] = result
-        elif spec["task"] == "generate":
-            section["generation"][spec["kind"]] = result
-        else:
-            section["encoder"].setdefault(str(spec["length"]), {})[spec["attn_implementation"]] = result
-    for name, results_by_kind in section["training"].items():
-        mib = {kind: result["delta_mib"] for kind, result in results_by_kind.items()}
-        section["training"][name]["ratio_ours_over_marian"] = mib["ours"] / mib["marian"]
-        section["training"][name]["ratio_ours_over_torch"] = mib["ours"] / mib["torch"]
-        print(f"memory train {name}: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in mib.items()))
-    generation = section["generation"]
-    generation["ratio_ours_over_marian"] = generation["ours"]["delta_mib"] / generation["marian"]["delta_mib"]
-    for length, by_impl in section["encoder"].items():
-        by_impl["ratio_sdpa_over_eager"] = by_impl["sdpa"]["delta_mib"] / by_impl["eager"]["delta_mib"]
-        print(
-            f"memory encoder {length}: sdpa {by_impl['sdpa']['delta_mib']:,.1f} MiB, "
-            f"eager {by_impl['eager']['delta_mib']:,.1f} MiB"
-        )
     return section
 
 
@@ -420,20 +310,10 @@ def main() -> None:
     print("matmul peak: " + ", ".join(f"{k} {v['peak_gflops']:,.1f} GFLOP/s" for k, v in peaks.items()))
 
     results = {
-        "machine": machine_name(args.device),
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        **environment(args.device),
         "allocator": allocator,
         "quick": args.quick,
         "repeats": run_plan.repeats,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
         "tokenizer": {"train_pairs": run_plan.tokenizer_sentences, "vocab_size": len(tokenizer)},
         "matmul_peak": peaks,
     }
@@ -441,7 +321,7 @@ def main() -> None:
     for name, section in (
         ("training", lambda: training_section(args, run_plan, tokenizer, peaks)),
         ("translation", lambda: translation_section(args, run_plan, tokenizer)),
-        ("memory", lambda: memory_section(args, run_plan)),
+        ("memory", lambda: memory_section(run_plan, args.device, args.data_dir, args.model_dir, args.quick)),
     ):
         section_started = time.perf_counter()
         results[name] = section()

@@ -1,4 +1,5 @@
-"""Wall-clock timing: interleaved rounds, round-by-round speed-ups, the machine's matmul peak."""
+"""Wall-clock timing shared by every benchmark: interleaved rounds, medians, round-by-round speed-ups, the machine's
+matmul peak."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 
-__all__ = ["bf16_supported", "matmul_peak", "paired_speedup", "synchronize", "time_interleaved"]
+__all__ = ["bf16_supported", "matmul_peak", "medians", "paired_speedup", "synchronize", "time_interleaved"]
 
 
 def synchronize(device: str) -> None:
@@ -18,20 +19,34 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """One warm-up round, then `repeats` rounds of running every contender once; wall times in seconds.
+def time_interleaved(
+    contenders: dict[str, Callable[[], object]],
+    repeats: int,
+    warm_up: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, list[float]]:
+    """A warm-up, then `repeats` rounds of running every contender once; seconds per contender and round.
+
+    The warm-up is one round of the contenders themselves, or each callable of `warm_up` once (e.g. the same
+    contender on a few sentences; `{}` for none). A contender's seconds are the wall time of its call, or the float it
+    returns (a contender that runs in another process and times itself there).
 
     Interleaving puts every contender on the same machine state in each round: load from other processes on a
     shared machine hits all alike instead of whichever happens to run then.
     """
+    for function in (contenders if warm_up is None else warm_up).values():
+        function()
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for round_index in range(repeats + 1):
+    for _ in range(repeats):
         for name, function in contenders.items():
             start = time.perf_counter()
-            function()
-            if round_index > 0:
-                times[name].append(time.perf_counter() - start)
+            seconds = function()
+            times[name].append(seconds if isinstance(seconds, float) else time.perf_counter() - start)
     return times
+
+
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    """The median seconds of each contender of `time_interleaved`."""
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def paired_speedup(times: dict[str, list[float]], peer: str, base: str = "ours") -> dict:

@@ -1,31 +1,5 @@
-"""Encoding throughput of `VaswaniTransformerTokenizerFast.__call__` versus the bare `tokenizers.Tokenizer`.
-
-    python -m benchmarks.tokenizer_throughput [--data_dir DIR] [--tokenizer_dir DIR] [--repeats 5]
-
-Run from the repository root.
-
-Texts: the Multi30k train split, English and German (29,000 + 29,000 = 58,000 sentences). All contenders encode the
-same texts with the same `tokenizer.json` (post-processor included, so each sequence ends with `</s>`):
-
-- wrapper: `tokenizer(texts)`, batched, no padding, Python lists of `input_ids` and `attention_mask` out;
-- bare: `Tokenizer.encode_batch(texts)`, which returns Rust `Encoding` objects and converts nothing;
-- bare + lists: `encode_batch` followed by reading `.ids` and `.attention_mask` of each encoding, i.e. the same
-  Python output as the wrapper (what a training loop actually needs);
-- ceiling: `encode_batch` of the same pipeline with the BPE model replaced by a `WordLevel` lookup over the same
-  vocabulary (normalizer, byte-level pre-tokenizer and post-processor unchanged, no merges at all). Its output is
-  not a valid encoding; its speed is what any BPE, however fast, could reach with this pre-tokenizer, so
-  bare / ceiling is the share of encoding time that BPE itself takes (the rest is Unicode normalization, the GPT-2
-  regex and the byte mapping).
-
-Goal: the wrapper takes at most 1.2x the time of bare `encode_batch`. "bare + lists" is slower than the
-wrapper because it leaves Python's cyclic garbage collector running while it builds 116,000 lists (see
-`_cyclic_gc_paused` in the tokenizer module).
-
-One warm-up round, then `--repeats` rounds; each round runs the contenders one after the other (interleaved, so
-load from other processes on a shared machine hits all alike); the median per contender is reported. Prints a
-table and the ratios, writes `tokenizer_<hostname>.json` in `--output` (default `benchmarks/results/`). Without
-`--tokenizer_dir`, trains an 8000-token tokenizer on the same texts first.
-"""
+"""Encoding throughput of `VaswaniTransformerTokenizerFast.__call__` versus the bare `tokenizers.Tokenizer`, on
+Multi30k train (how to run it, the contenders and the goal: benchmarks/README.md)."""
 
 from __future__ import annotations
 

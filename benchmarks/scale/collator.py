@@ -1,16 +1,11 @@
 """Does the input pipeline keep a GPU fed? Sampler + collator alone, from the cached Arrow split to padded tensors.
 
-    python -m benchmarks.scale.collator --dataset_name /tmp/vaswani-scale/corpus-4500000/parquet \\
-        --dataset_config_name de-en --tokenizer /tmp/vaswani-scale/runs-4500000/cold [--batches 500]
-
 Tokenizes the train split with `training.preprocessing.tokenize_split` (read back from the datasets cache when the
 training run made it: set `HF_DATASETS_CACHE` to that run's cache), then iterates a `torch.utils.data.DataLoader`
-with the training run's `TokenBatchSampler` (the base preset's 3125 tokens per side, multiples of 8) and
-`build_collator`, as train.py builds it, with 0 and 1 worker processes (pinned memory where CUDA exists), and
-reports padded source + target tokens per second (`input_ids.numel() + labels.numel()` per batch) over `--batches`
-batches after 20 warm-up batches. The peer figure: an H100 trains the base model at a few hundred thousand tokens
-per second (our estimate: 6 * 65M parameters * 300k tokens/s = 1.2e17 FLOP/s, ~12% of its 989 TFLOP/s dense bf16
-peak), so >= 1M padded tokens/s per process leaves the GPU waiting on nothing. Prints one JSON line.
+with the base preset's `TokenBatchSampler` and `build_collator`, as train.py builds them, with 0 and 1 worker
+processes, and reports padded source + target tokens per second over `--batches` batches after 20 warm-up batches.
+The peer figure: an H100 trains the base model at a few hundred thousand tokens per second, so >= 1M padded
+tokens/s per process leaves the GPU waiting on nothing. Prints one JSON line (`benchmarks.scale.run` reads it).
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ import time
 from pathlib import Path
 
 from .. import REPO_ROOT
+from . import base_preset
 
 
 __all__ = ["collator_throughput", "main", "measure"]
@@ -42,9 +38,12 @@ def measure(dataset_name: str, dataset_config_name: str, tokenizer_dir: str, bat
     tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(tokenizer_dir)
     raw = load_parallel_dataset("en", "de", dataset_name=dataset_name, dataset_config_name=dataset_config_name)
     started = time.perf_counter()
-    train, _ = tokenize_split(raw["train"], tokenizer, ("en", "de"), (256, 256))  # the base preset's limits
+    preset = base_preset()
+    languages, limits = ("en", "de"), (preset["max_source_length"], preset["max_target_length"])
+    train, _ = tokenize_split(raw["train"], tokenizer, languages, limits)
     results = {"tokenize_or_cache_seconds": round(time.perf_counter() - started, 2), "pairs": len(train)}
-    sampler = TokenBatchSampler(*length_columns(train), max_tokens, seed=0, pad_to_multiple_of=8)
+    pad = preset["pad_to_multiple_of"]
+    sampler = TokenBatchSampler(*length_columns(train), max_tokens, seed=0, pad_to_multiple_of=pad)
     started = time.perf_counter()
     results["epoch_batches"] = len(sampler)
     results["sampler_epoch_seconds"] = round(time.perf_counter() - started, 2)
@@ -53,7 +52,7 @@ def measure(dataset_name: str, dataset_config_name: str, tokenizer_dir: str, bat
         loader = DataLoader(
             inputs,
             batch_sampler=sampler,
-            collate_fn=build_collator(tokenizer, 8),
+            collate_fn=build_collator(tokenizer, pad),
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
         )
@@ -87,13 +86,15 @@ def collator_throughput(parquet_dir: Path, tokenizer_dir: Path, env: dict, batch
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring)."""
+    """CLI (benchmarks/README.md)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset_name", required=True, help="The corpus (Parquet folder, Hub layout).")
     parser.add_argument("--dataset_config_name", default="de-en")
     parser.add_argument("--tokenizer", required=True, help="A saved tokenizer (a training run's output_dir).")
     parser.add_argument("--batches", type=int, default=500, help="Batches timed per setting, after 20 warm-up.")
-    parser.add_argument("--max_tokens", type=int, default=3125, help="Tokens per side per batch (base preset).")
+    parser.add_argument(
+        "--max_tokens", type=int, default=base_preset()["max_tokens"], help="Tokens per side per batch (base preset)."
+    )
     args = parser.parse_args(argv)
     results = measure(args.dataset_name, args.dataset_config_name, args.tokenizer, args.batches, args.max_tokens)
     print(json.dumps(results))

@@ -1,28 +1,10 @@
 """A WMT-size parallel corpus made from Multi30k: the stand-in for WMT 2014 EN-DE (4.5M pairs) that this machine can
-build without the network.
-
-    python -m benchmarks.scale.corpus --pairs 4500000 --output /tmp/scale-4.5m [--formats text jsonl parquet arrow]
+build without the network (the formats it writes and how to load each: benchmarks/README.md).
 
 Each synthetic training pair joins 1 + min(Poisson(`EXTRA_PIECES_MEAN`), `MAX_PIECES` - 1) random aligned Multi30k
 training pairs with a space, source with source and target with target, so a pair stays a translation and has
-WMT-like lengths: Multi30k EN has ~13 words a sentence, joined pairs ~22 words (WMT 2014 EN-DE training text:
-~23 English words a sentence), with a tail up to `MAX_PIECES` sentences. Validation and test are Multi30k's own
-val and test_2016_flickr, unchanged (as newstest is separate from WMT's training text). Pairs are generated in
-chunks of `chunk` pairs from `numpy.random.default_rng(seed)`, so memory stays bounded and the same seed gives the
-same corpus in every format.
-
-Formats written under `--output` (each one a complete copy of the corpus):
-- `text/`: `{train,val,test_2016_flickr}.{lang}` line-aligned UTF-8 (train plain, val/test Multi30k's `.gz`), for
-  `--data_dir`;
-- `jsonl/`: `{train,validation,test}.jsonl`, `{"translation": {src: ..., tgt: ...}}` a line (`datasets`' `to_json`),
-  for `--train_file`/`--validation_file`/`--test_file`;
-- `parquet/`: `de-en/{train,validation,test}.parquet` (`datasets`' `to_parquet`) and a README.md whose `configs`
-  name the files: the layout of Hub datasets such as `wmt14`, so `load_dataset("<output>/parquet", "de-en")` is
-  the same call as `load_dataset("wmt14", "de-en")` (`--dataset_name <output>/parquet --dataset_config_name de-en`,
-  which is what the WMT presets give with `--dataset_name` replaced);
-- `arrow/`: `datasets.DatasetDict.save_to_disk` (Arrow files, memory-mapped by `load_from_disk`).
-
-Writes `<output>/corpus.json`: pairs, words per side (mean, 99th percentile), bytes per format, seconds.
+WMT-like lengths. Validation and test are Multi30k's own. Pairs are generated in chunks from
+`numpy.random.default_rng(seed)`, so memory stays bounded and the same seed gives the same corpus in every format.
 """
 
 from __future__ import annotations
@@ -196,7 +178,7 @@ def build_corpus(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring): build the corpus, print its statistics."""
+    """CLI (benchmarks/README.md): build the corpus, print its statistics."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=1_000_000, help="Training pairs (1M; WMT14 EN-DE has 4.5M).")
     parser.add_argument("--output", type=Path, required=True, help="A new folder (a temp folder, not the repo).")

@@ -1,26 +1,5 @@
-"""The base preset on one CUDA GPU at WMT size: preprocessing, then steps of the paper's base model, in one command.
-
-    python -m benchmarks.scale.gpu --phase all --output benchmarks/results            # corpus, prepare, train
-    python -m benchmarks.scale.gpu --phase prepare ; python -m benchmarks.scale.gpu --phase train   # in two calls
-
-Run from the repository root on a machine with one CUDA GPU that runs nothing else. Phases:
-1. `prepare`: the synthetic corpus (`benchmarks.scale.corpus`, Parquet in the Hub layout of wmt14, 4.5M pairs by
-   default) in `--work_dir`, then one launch of `training/train.py --config training/configs/wmt14_en_de_base.yaml`
-   for one step, which reads the corpus, trains the 37k BPE vocabulary and tokenizes into the datasets cache
-   (`HF_DATASETS_CACHE` in the work dir); its phase times come from train.py's log lines;
-2. `train`: the base preset for `--steps` optimizer steps (bf16 autocast, Adam(0.9, 0.98, 1e-9), warmup 4000, label
-   smoothing 0.1, beam 4 test decoding of Multi30k test_2016_flickr, the corpus's test split) from the cache, with
-   `--max_tokens` per side per step and no gradient accumulation: on one GPU, 25000 tokens a side is the paper's
-   step (§5.1: 8 GPUs x ~3125; the preset's comment gives the accumulation equivalent). `--max_train_minutes` is a
-   safety stop; the results say how many steps ran.
-Results (`<output>/<gpu>-scale-gpu.{json,md}`): launch-to-first-step seconds, tokens/s per GPU (non-pad source +
-target, train.py's log lines after the first `--skip_steps`, whose median and mean are reported), model FLOP
-utilisation against this GPU's bf16 matmul peak measured in the same run (`benchmarks.timing.matmul_peak`, 8192^3)
-with the analytic FLOPs per non-pad token of `benchmarks.flops.training_flops` over the run's own token batches of
-20,000 training pairs, the largest `torch.cuda.max_memory_allocated` (train.py's `cuda_max_memory_mib`), peak RSS
-of the launched process tree, the loss curve, and test BLEU (sacreBLEU, Multi30k test: a sanity check of a
-2,000-step model, not a WMT result).
-"""
+"""The base preset on one CUDA GPU at WMT size: preprocessing, then steps of the paper's base model, in one command;
+tokens/s, MFU against the measured bf16 peak, memory, loss, test BLEU (phases and results: benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -42,13 +21,14 @@ from .. import RESULTS_DIR
 from ..flops import model_flops_utilization, training_flops
 from ..report import machine_name, write_report
 from ..timing import matmul_peak
+from . import base_preset
 from .corpus import build_corpus, hub_config_name
 from .run import run_train
 
 
 __all__ = ["flops_per_token", "main"]
 
-LANGUAGES = ("en", "de")
+LANGUAGES = ("en", "de")  # the base preset's source and target
 
 
 def flops_per_token(model_dir: Path, corpus: Path, cache: Path, max_tokens: int, pairs: int = 20_000) -> float:
@@ -63,9 +43,12 @@ def flops_per_token(model_dir: Path, corpus: Path, cache: Path, max_tokens: int,
     raw = load_parallel_dataset(
         *LANGUAGES, dataset_name=str(corpus / "parquet"), dataset_config_name=hub_config_name(LANGUAGES)
     )["train"].select(range(pairs))
-    tokenized, _ = tokenize_split(raw, tokenizer, LANGUAGES, (256, 256))
-    sampler = TokenBatchSampler(*length_columns(tokenized), max_tokens, pad_to_multiple_of=8, shuffle=False)
-    collate = build_collator(tokenizer, 8)
+    preset = base_preset()
+    limits = (preset["max_source_length"], preset["max_target_length"])
+    tokenized, _ = tokenize_split(raw, tokenizer, LANGUAGES, limits)
+    pad = preset["pad_to_multiple_of"]
+    sampler = TokenBatchSampler(*length_columns(tokenized), max_tokens, pad_to_multiple_of=pad, shuffle=False)
+    collate = build_collator(tokenizer, pad)
     rows = tokenized.remove_columns(list(LENGTH_COLUMNS))
     flops = tokens = 0.0
     for indices in sampler:
@@ -132,7 +115,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring)."""
+    """CLI (benchmarks/README.md)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phase", choices=("prepare", "train", "all"), default="all")
     parser.add_argument("--pairs", type=int, default=4_500_000, help="Synthetic corpus size (WMT14 EN-DE: 4.5M).")
@@ -159,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             build_corpus(corpus, args.pairs, formats=("parquet",))
         run_dir = args.work_dir / "prepare-run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        extra = ["--max_steps", "1", "--max_tokens", "3125", "--eval_steps", "0", "--do_test", "false"]
+        extra = ["--max_steps", "1", "--eval_steps", "0", "--do_test", "false"]  # the preset's max_tokens
         extra += ["--save_steps", "0", "--save_minutes", "0", "--average_last_k", "1", "--logging_steps", "1"]
         results["prepare"] = {
             "corpus_seconds": json.loads((corpus / "corpus.json").read_text())["seconds"],

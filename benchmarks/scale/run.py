@@ -1,26 +1,6 @@
-"""The paper's scale on this machine, in one command: WMT-size corpora, preprocessing, launch, memory, the collator.
-
-    python -m benchmarks.scale.run                          # 1M and 4.5M pairs, results in benchmarks/results/
-    python -m benchmarks.scale.run --pairs 1000000 --steps 20 --work_dir /tmp/vaswani-scale
-
-Run from the repository root, on a machine that runs nothing else. For each corpus size:
-1. build the synthetic corpus (`benchmarks.scale.corpus`, Parquet in the Hub layout of wmt14) in `--work_dir`,
-   unless it is there already;
-2. cold launch: `training/train.py --config training/configs/wmt14_en_de_base.yaml --dataset_name <corpus>/parquet`
-   (the base preset's recipe and model; `--max_tokens`, `--max_steps` and no validation/test/checkpoints for this
-   CPU), with an empty datasets cache (`HF_DATASETS_CACHE` in the work dir): reading, BPE training (37k tokens,
-   the full corpus) and tokenization all happen, and their times come from train.py's own log lines;
-3. warm launch: the same command into a new output folder: the datasets cache holds the Arrow copy of the corpus,
-   the trained vocabulary and the tokenized split, so the launch goes straight to the model;
-4. the collator alone (`benchmarks.scale.collator`): token batches of the base preset (3125 tokens per side) from
-   the cached Arrow split to padded tensors, padded source + target tokens per second.
-Each launch's resident memory is the sum over the launched process tree, sampled every 0.2 s (psutil), from launch
-to the last step; "first step" is the wall time from launch to the first line of log.jsonl (logging_steps 1).
-Memory per additional million pairs is the slope of the cold peak between the two largest sizes.
-
-Writes `benchmarks/results/<machine>-scale.{json,md}`. Targets (issue "The paper's scale", 4.5M pairs): cold
-tokenization >= 40k pairs/s, warm launch to first step <= 60 s, peak RSS <= 3 GB, collator >= 1M tokens/s.
-"""
+"""The paper's scale on this machine, in one command: for each WMT-size corpus, a cold and a warm launch of the base
+preset (preprocessing, launch to first step, resident memory of the process tree) and the collator alone (the steps,
+targets and results: benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -37,15 +17,14 @@ from pathlib import Path
 
 import psutil
 
-from .. import REPO_ROOT, RESULTS_DIR
-from ..report import machine_name, write_report
+from .. import BASE_PRESET, REPO_ROOT, RESULTS_DIR
+from ..report import machine_name, target, write_report
 from .collator import collator_throughput
 from .corpus import build_corpus, hub_config_name
 
 
 __all__ = ["launch", "main", "phase_seconds", "run_train"]
 
-PRESET = REPO_ROOT / "training" / "configs" / "wmt14_en_de_base.yaml"
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
 
 
@@ -80,7 +59,7 @@ def run_train(corpus: Path, output_dir: Path, cache: Path, arguments: list[str])
         RuntimeError: if the run fails (with the end of its stderr).
     """
     command = [
-        sys.executable, str(REPO_ROOT / "training" / "train.py"), "--config", str(PRESET),
+        sys.executable, str(REPO_ROOT / "training" / "train.py"), "--config", str(BASE_PRESET),
         "--dataset_name", str(corpus / "parquet"), "--dataset_config_name", hub_config_name(("en", "de")),
         "--output_dir", str(output_dir), "--report_to", "none", *arguments,
     ]  # fmt: skip
@@ -164,7 +143,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI (see the module docstring)."""
+    """CLI (benchmarks/README.md)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 4_500_000], help="Corpus sizes.")
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per launch (base model, CPU).")
@@ -195,16 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         slope = growth / ((large["pairs"] - small["pairs"]) / 1e6)
         results["rss_mib_per_million_pairs"] = round(slope, 1)
     last = results["sizes"][-1]
-    checks = {
-        "tokenize_pairs_per_second": (last["cold"].get("tokenize_pairs_per_second", 0), ">=", 40_000),
-        "warm_first_step_seconds": (last["warm"]["first_step_seconds"], "<=", 60),
-        "peak_rss_mib": (max(last["cold"]["peak_rss_mib"], last["warm"]["peak_rss_mib"]), "<=", 3072),
-        "collator_padded_tokens_per_second": (last["collator"]["padded_tokens_per_second"], ">=", 1_000_000),
-    }
-    ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
     results["targets"] = {
-        name: {"value": value, "target": f"{op} {bound}", "holds": value is not None and ops[op](value, bound)}
-        for name, (value, op, bound) in checks.items()
+        "tokenize_pairs_per_second": target(last["cold"].get("tokenize_pairs_per_second", 0), ">=", 40_000),
+        "warm_first_step_seconds": target(last["warm"]["first_step_seconds"], "<=", 60),
+        "peak_rss_mib": target(max(last["cold"]["peak_rss_mib"], last["warm"]["peak_rss_mib"]), "<=", 3072),
+        "collator_padded_tokens_per_second": target(last["collator"]["padded_tokens_per_second"], ">=", 1_000_000),
     }
     write_report(results, args.output, f"{results['machine']}-scale", markdown(results))
 
