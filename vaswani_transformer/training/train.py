@@ -82,14 +82,14 @@ __all__ = ["TrainingRun", "main", "train"]
 logger = logging.getLogger(__name__)
 
 
+# ------------------------------------------------------------------------------------------------- data and model
+
+
 def validation_set(tokenized: datasets.Dataset, raw: datasets.Dataset, args: DataArguments) -> ValidationSet:
     """The first `max_eval_samples` validation pairs as text, and the first that many kept after filtering."""
     limit = min(args.max_eval_samples or len(tokenized), len(tokenized))
     sources, references = source_and_target_texts(raw, args.source_lang, args.target_lang, args.max_eval_samples)
     return ValidationSet(tokenized=tokenized.select(range(limit)), sources=sources, references=references)
-
-
-# ---------------------------------------------------------------------------------------------------------- model
 
 
 def build_model_config(args: ModelArguments, tokenizer) -> VaswaniTransformerConfig:
