@@ -9,6 +9,7 @@ import datasets
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import fresh_process
 
 from vaswani_transformer.training.arguments import ModelArguments
 from vaswani_transformer.training.checkpoints import TRAINER_STATE_NAME, TrainerState, resolve_checkpoint
@@ -81,8 +82,9 @@ def test_main_runs_again_in_the_same_process_with_other_accelerate_settings(tmp_
     data.mkdir()
     (data / "train.en").write_text("a dog\n")
     (data / "train.de").write_text("ein Hund\n")
-    for precision in ("bf16", "no"):  # accelerate refuses a second precision unless main forgets the first run's
-        argv = ["--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--mixed_precision", precision]
-        with pytest.raises(ValueError, match="--test_split 'test_2016_flickr': no test_2016_flickr.en"):
-            main([*argv, "--use_cpu", "true"])
+    with fresh_process():  # one process for both runs, logging and accelerate's state restored afterwards
+        for precision in ("bf16", "no"):  # accelerate refuses a second precision unless main forgets the first's
+            argv = ["--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--mixed_precision", precision]
+            with pytest.raises(ValueError, match="--test_split 'test_2016_flickr': no test_2016_flickr.en"):
+                main([*argv, "--use_cpu", "true"])
     assert not (tmp_path / "out").exists()  # a failed check writes nothing
