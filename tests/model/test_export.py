@@ -18,14 +18,9 @@ from conftest import save_tiny_translation_model
 from transformers import GenerationConfig
 
 from vaswani_transformer import TranslationPipeline
-from vaswani_transformer.export import (
-    EXPORT_INFO_FILE,
-    Translator,
-    export_ctranslate2,
-    main,
-    translate_batch_options,
-)
-from vaswani_transformer.training.cli import run
+from vaswani_transformer.command_line import run
+from vaswani_transformer.export import EXPORT_INFO_FILE, Translator, export_ctranslate2, translate_batch_options
+from vaswani_transformer.export.cli import main
 
 
 ctranslate2 = pytest.importorskip("ctranslate2")

@@ -1,6 +1,4 @@
-"""Export to CTranslate2, the inference engine of OpenNMT, and translate with the exported model.
-
-    vaswani-export-ct2 outputs/multi30k_en_de_cpu outputs/multi30k_en_de_ct2 --quantization int8
+"""Export to CTranslate2, the inference engine of OpenNMT: the model, weight by weight, and its decoding settings.
 
 CTranslate2's own converters only know the architectures they were written for (`ct2-transformers-converter` reads
 Marian, BART, T5, ... by class name), so this module writes the model with CTranslate2's model-specification API
@@ -19,29 +17,25 @@ Marian, BART, T5, ... by class name), so this module writes the model with CTran
   of pre-norm stacks are `pre_norm=True`; each LayerNorm keeps our epsilon (`layer_norm_epsilon`).
 
 The exported directory holds CTranslate2's `model.bin`, `config.json` and `shared_vocabulary.json`, our tokenizer
-(`tokenizer.json`, `tokenizer_config.json`), `vaswani_ctranslate2.json` (the position limit, the quantization, and the
-`translate_batch` options that reproduce the model's `generation_config.json`) and a README. `Translator` reads it
-and translates text exactly as the pipeline does (`pipeline_translation.TranslationPipeline`): same tokenization,
-truncation warning, batching and decoding.
+(`tokenizer.json`, `tokenizer_config.json`), `vaswani_ctranslate2.json` (`EXPORT_INFO_FILE`: the position limit, the
+quantization, and the `translate_batch` options that reproduce the model's `generation_config.json`) and a README.
+`translator.Translator` reads it.
 
 `generate()` and CTranslate2 make the same choices with these options: `return_end_token=True` makes CTranslate2's
 length penalty count `</s>` as transformers' |Y|^alpha does; `patience=1` stops a sentence once `num_beams`
 hypotheses have ended, as `early_stopping=True`; `min_decoding_length=0` and `max_input_length=0` turn off its
 defaults (no `</s>` first, inputs cut at 1024 tokens), which `generate()` does not have.
 
-This module is not one of the files that travel with a saved model: it needs `ctranslate2` (`pip install
-"vaswani_transformer[export]"`).
+Needs `ctranslate2` (`pip install "vaswani_transformer[export]"`); not one of the files that travel with a saved model.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +43,31 @@ import numpy as np
 import torch
 from transformers import GenerationConfig
 
-from .configuration_vaswani_transformer import VaswaniTransformerConfig
-from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_penalty_type, length_sorted_batches
-from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
-from .output_dir import check_not_model_dir, check_output_dir
-from .pipeline_translation import TRUNCATION_WARNING, _positive_int
-from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from ..configuration_vaswani_transformer import VaswaniTransformerConfig
+from ..generation_vaswani_transformer import length_penalty_type
+from ..modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
+from ..output_dir import check_not_model_dir, check_output_dir
+from ..pipeline_translation import _positive_int
+from ..tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 
 
 __all__ = [
+    "COMMAND",
     "EXPORT_INFO_FILE",
     "QUANTIZATIONS",
-    "Translator",
+    "default_max_positions",
     "export_ctranslate2",
-    "main",
+    "import_ctranslate2",
     "transformer_spec",
     "translate_batch_options",
+    "unsupported_reason",
+    "vocabulary",
 ]
 
 logger = logging.getLogger(__name__)
 
-PROG = "vaswani-export-ct2"
+# The console script that writes an export (named in messages and in the export's README).
+COMMAND = "vaswani-export-ct2"
 # What the export writes beside CTranslate2's files, read back by `Translator`.
 EXPORT_INFO_FILE = "vaswani_ctranslate2.json"
 # Weight types of `--quantization` ("none" keeps float32). CTranslate2 converts between types when it loads a model
@@ -93,7 +91,7 @@ ACTIVATIONS = {
 UNUSED_TOKEN = "<vaswani_unused_{}>"
 
 
-def _ctranslate2():
+def import_ctranslate2():
     """The `ctranslate2` module. Raises ImportError with the install command if it is missing."""
     try:
         import ctranslate2
@@ -177,7 +175,7 @@ def transformer_spec(model: VaswaniTransformerForConditionalGeneration, tokenize
             or a non-positive `max_positions`.
         ImportError: if ctranslate2 is not installed.
     """
-    ctranslate2 = _ctranslate2()
+    ctranslate2 = import_ctranslate2()
     from ctranslate2.specs import common_spec
     from ctranslate2.specs import transformer_spec as ct2_transformer
 
@@ -327,7 +325,7 @@ def _readme(source: str, info: dict[str, Any]) -> str:
     options = ", ".join(f"{key}={value!r}" for key, value in info["translate_batch"].items())
     return f"""# CTranslate2 export of {source}
 
-Written by `vaswani-export-ct2` (vaswani_transformer) with ctranslate2 {info["ctranslate2_version"]}, weights
+Written by `{COMMAND}` (vaswani_transformer) with ctranslate2 {info["ctranslate2_version"]}, weights
 {info["quantization"]}. Translate with the helper, which tokenizes, truncates, batches and decodes as the model's
 translation pipeline does:
 
@@ -380,7 +378,7 @@ def export_ctranslate2(
         OSError: if `model_dir` cannot be loaded.
         ImportError: if ctranslate2 is not installed.
     """
-    ctranslate2 = _ctranslate2()
+    ctranslate2 = import_ctranslate2()
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization={quantization!r}: choose one of {QUANTIZATIONS}.")
     if max_positions is not None:
@@ -429,249 +427,3 @@ def export_ctranslate2(
         "Wrote the CTranslate2 model (%s weights, %d positions) to %s", info["quantization"], max_positions, output_dir
     )
     return output_dir
-
-
-class Translator:
-    """Translate text with a model written by `export_ctranslate2`, as the translation pipeline does.
-
-    Tokenization, truncation (with the pipeline's warning), length-sorted batches of at most `max_tokens` padded
-    source tokens (`length_sorted_batches`) and decoding (`skip_special_tokens=True`) are the pipeline's; the search
-    is CTranslate2's, with the options the export recorded from `generation_config.json` (beam 4, length penalty 0.6
-    for the paper's models).
-
-        translator = Translator("outputs/multi30k_en_de_ct2")
-        translator.translate(["A man is riding a bicycle."])  # ["Ein Mann fährt Fahrrad."]
-
-    Args:
-        model_dir: a directory written by `export_ctranslate2` / `vaswani-export-ct2`.
-        device: "cpu", "cuda" or "auto" (CTranslate2's `device`).
-        compute_type: CTranslate2's `compute_type` ("default": the exported weight type; "int8", "float32", ...).
-        intra_threads: threads per translation (CTranslate2's `intra_threads`; 0: its default, all cores up to 4).
-            Default on CPU: 1, with `inter_threads` = the cores this process may use: a throughput setting, each
-            core translating its own batch (`benchmarks/deploy.py` measures it against the others). For the latency
-            of one sentence at a time, pass `intra_threads=0, inter_threads=1`. On CUDA: 0 and 1.
-        inter_threads: batches translated in parallel (CTranslate2's `inter_threads`; `generate` queues all of
-            its batches at once).
-        **kwargs: other `ctranslate2.Translator` arguments (`device_index`, `max_queued_batches`, ...).
-    Raises:
-        FileNotFoundError: if `model_dir` has no `vaswani_ctranslate2.json` (not written by the export).
-        ValueError: if the tokenizer beside the model has more tokens than the exported vocabulary.
-        ImportError: if ctranslate2 is not installed.
-    """
-
-    def __init__(
-        self,
-        model_dir: str | os.PathLike,
-        device: str = "cpu",
-        compute_type: str = "default",
-        intra_threads: int | None = None,
-        inter_threads: int | None = None,
-        **kwargs: Any,
-    ):
-        ctranslate2 = _ctranslate2()
-        self.model_dir = model_dir = Path(model_dir)
-        info_file = model_dir / EXPORT_INFO_FILE
-        if not info_file.is_file():
-            raise FileNotFoundError(
-                f"{info_file} not found: {model_dir} was not written by {PROG} (export the model with it first)."
-            )
-        self.info = json.loads(info_file.read_text(encoding="utf-8"))
-        self.max_positions: int = self.info["max_positions"]
-        self.options: dict[str, Any] = self.info["translate_batch"]
-        self.tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
-        tokens = vocabulary(self.tokenizer, self.info["vocab_size"])
-        self.token_ids = {token: index for index, token in enumerate(tokens)}
-        on_cpu = device == "cpu" or (device == "auto" and ctranslate2.get_cuda_device_count() == 0)
-        if intra_threads is None:
-            intra_threads = 1 if on_cpu else 0
-        if inter_threads is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            inter_threads = cores if on_cpu else 1
-        torch_threads = torch.get_num_threads()
-        self.translator = ctranslate2.Translator(
-            str(model_dir),
-            device=device,
-            compute_type=compute_type,
-            intra_threads=intra_threads,
-            inter_threads=inter_threads,
-            **kwargs,
-        )
-        # Loading sets the OpenMP thread count of the calling thread to `intra_threads`, which PyTorch in the same
-        # process reads as its own: give PyTorch its count back.
-        torch.set_num_threads(torch_threads)
-
-    def _check_positions(self, length: int, what: str) -> None:
-        if length > self.max_positions:
-            raise ValueError(
-                f"{what} of {length} tokens is longer than the exported positional table ({self.max_positions} "
-                f"positions); export again with {PROG} --max_positions {length} or more."
-            )
-
-    def generate(
-        self,
-        input_ids: Sequence[Sequence[int]],
-        num_beams: int | None = None,
-        length_penalty: float | None = None,
-        max_new_tokens: int | None = None,
-        max_tokens: int | None = None,
-        batch_size: int | None = None,
-        **options: Any,
-    ) -> list[list[int]]:
-        """Translate token ids: CTranslate2's counterpart of `model.generate()`.
-
-        Args:
-            input_ids: one list of source ids per sentence, each ending with `</s>` (as the tokenizer gives them).
-            num_beams, length_penalty, max_new_tokens: override the exported generation settings.
-            max_tokens: padded source tokens per `translate_batch` call (sentences are sorted longest first;
-                default `DEFAULT_MAX_TOKENS`, as the pipeline's).
-            batch_size: sentences per call at most (default: no limit besides `max_tokens`).
-            **options: further `ctranslate2.Translator.translate_batch` arguments (e.g. `sampling_topk`).
-        Returns:
-            The generated ids of each sentence, in input order, ending with `</s>` unless `max_new_tokens` cut them
-            (what `generate()` returns after its decoder start token).
-        Raises:
-            ValueError: if a source, or `max_new_tokens`, exceeds the positional table, or `max_tokens` or
-                `batch_size` is not a positive integer.
-        """
-        max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else _positive_int("max_tokens", max_tokens)
-        if batch_size is not None:
-            _positive_int("batch_size", batch_size)
-        options = {**self.options, **options}
-        for name, value in (
-            ("beam_size", num_beams),
-            ("length_penalty", length_penalty),
-            ("max_decoding_length", max_new_tokens),
-        ):
-            if value is not None:
-                options[name] = value
-        self._check_positions(options["max_decoding_length"], "max_new_tokens: an output")
-        for ids in input_ids:
-            self._check_positions(len(ids), "A source")
-        outputs: list[list[int]] = [[] for _ in input_ids]
-        # Every batch is queued at once, so that `inter_threads` translators work on several batches in parallel.
-        pending = []
-        for indices in length_sorted_batches([len(ids) for ids in input_ids], max_tokens, batch_size):
-            sources = [self.tokenizer.convert_ids_to_tokens(list(input_ids[i])) for i in indices]
-            pending.append((indices, self.translator.translate_batch(sources, asynchronous=True, **options)))
-        for indices, results in pending:
-            for index, result in zip(indices, results, strict=True):
-                outputs[index] = [self.token_ids[token] for token in result.result().hypotheses[0]]
-        return outputs
-
-    def encode(self, texts: Sequence[str], truncation: bool = True, max_source_length: int | None = None):
-        """Source ids of `texts` as the pipeline's `preprocess` makes them: ending with `</s>`, and cut to
-        `max_source_length` tokens (default: the tokenizer's `model_max_length`) with the pipeline's warning.
-
-        Returns:
-            One list of token ids per text, in order (with `truncation=False`, as long as the text makes it).
-        """
-        limit = max_source_length or self.tokenizer.model_max_length
-        encoded = self.tokenizer(list(texts))["input_ids"] if texts else []
-        for index, ids in enumerate(encoded):
-            if truncation and len(ids) > limit:
-                logger.warning(TRUNCATION_WARNING, len(ids), limit, limit)
-                encoded[index] = self.tokenizer(texts[index], truncation=True, max_length=limit)["input_ids"]
-        return encoded
-
-    def translate(
-        self,
-        texts: str | Sequence[str],
-        truncation: bool = True,
-        max_source_length: int | None = None,
-        clean_up_tokenization_spaces: bool | None = None,
-        **kwargs: Any,
-    ) -> str | list[str]:
-        """Translate one text or a list of texts; an empty or whitespace-only text gives "" without the model.
-
-        Args:
-            texts: a string, or a list of strings.
-            truncation, max_source_length: as the pipeline's (see `encode`).
-            clean_up_tokenization_spaces: passed to `tokenizer.decode` (default: the tokenizer's own setting).
-            **kwargs: `generate` arguments (`num_beams`, `max_new_tokens`, `max_tokens`, `batch_size`, ...).
-        Returns:
-            The translation (for a string) or the translations in input order.
-        Raises:
-            ValueError: as `generate`, and for an item of `texts` that is not a string (names its index).
-        """
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ValueError(f"texts[{index}] is a {type(text).__name__}, not a string: {text!r}")
-        indices = [index for index, text in enumerate(texts) if text.strip()]
-        if max_source_length is not None:
-            _positive_int("max_source_length", max_source_length)
-        encoded = self.encode([texts[index] for index in indices], truncation, max_source_length)
-        translations = [""] * len(texts)
-        for index, ids in zip(indices, self.generate(encoded, **kwargs), strict=True):
-            translations[index] = self.tokenizer.decode(
-                ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
-            )
-        return translations[0] if single else translations
-
-    def score(self, source_ids: Sequence[Sequence[int]], target_ids: Sequence[Sequence[int]]) -> list[list[float]]:
-        """Log-probabilities (natural log) of each target token given the source and the tokens before it.
-
-        Args:
-            source_ids: one list of source ids per sentence (ending with `</s>`).
-            target_ids: one list of target ids per sentence, ending with `</s>`, without the decoder start token
-                (the tokenizer's `text_target` ids, the model's `labels`).
-        Returns:
-            One list of `len(target)` floats per sentence: log p(y_t | y_<t, x), as the model's log-softmax of
-            its logits at each `labels` position.
-        Raises:
-            ValueError: if a source or a target exceeds the positional table, or a target does not end with `</s>`.
-        """
-        eos = self.tokenizer.eos_token
-        sources, targets = [], []
-        for source, target in zip(source_ids, target_ids, strict=True):
-            self._check_positions(len(source), "A source")
-            self._check_positions(len(target), "A target")
-            tokens = self.tokenizer.convert_ids_to_tokens(list(target))
-            if not tokens or tokens[-1] != eos:
-                raise ValueError(f"A target must end with {eos}, got {tokens[-3:]}.")
-            sources.append(self.tokenizer.convert_ids_to_tokens(list(source)))
-            targets.append(tokens[:-1])  # CTranslate2 scores the end token itself
-        results = self.translator.score_batch(sources, targets, max_input_length=0)
-        return [list(result.log_probs) for result in results]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`vaswani-export-ct2 MODEL_DIR OUTPUT_DIR [--quantization Q] [--max_positions N] [--overwrite_output_dir]`.
-
-    Raises:
-        FileExistsError, ValueError, OSError, ImportError: as `export_ctranslate2` (the console script prints one
-            line and exits 2).
-    """
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Export a vaswani_transformer model to a CTranslate2 model directory."
-    )
-    parser.add_argument("model_dir", help="A save_pretrained model directory (or Hub id) with its tokenizer.")
-    parser.add_argument("output_dir", help="The CTranslate2 model directory to write.")
-    parser.add_argument(
-        "--quantization",
-        choices=QUANTIZATIONS,
-        default="none",
-        help="Weight type: none keeps float32; int8 weights take a quarter of the bytes (default: none).",
-    )
-    parser.add_argument(
-        "--max_positions",
-        type=int,
-        default=None,
-        help="Rows of the positional table: the longest source and output, in tokens (default: the longest of "
-        "max_position_embeddings, the tokenizer's model_max_length and the generation config's output length).",
-    )
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="Replace a non-empty output_dir.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    export_ctranslate2(
-        args.model_dir, args.output_dir, args.quantization, args.max_positions, args.overwrite_output_dir
-    )
-    return 0
-
-
-def cli() -> int:
-    """The `vaswani-export-ct2` console script: `main` with the user-error rule of `training.cli.run`."""
-    from .training.cli import run
-
-    return run(main, prog=PROG)
