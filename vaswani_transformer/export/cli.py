@@ -30,7 +30,8 @@ class ExportArguments:
     quantization: str = field(
         default="none",
         metadata={
-            "help": "Weight type: none keeps float32; int8 weights take a quarter of the bytes (default: %(default)s).",
+            "help": "Weight type: none keeps float32; int8 weights take a quarter of the bytes "
+            "(default: %(default)s).",
             "choices": QUANTIZATIONS,
         },
     )
