@@ -1,5 +1,11 @@
 """Beam search for `VaswaniTransformerForConditionalGeneration.generate()`: transformers' algorithm, at the cost of
-the sentences still being searched.
+the sentences still being searched, run as the decoding loop of `generate(custom_generate=...)`.
+
+`generate()` prepares the inputs, the cache, the logits processors and the stopping criteria as usual, then calls
+`beam_search_loop` (chosen by `decoding_loop_for`) instead of its own beam-search loop. Where our loop cannot stand
+in (`unsupported_reason`), `beam_search_loop` calls transformers' `GenerationMixin._beam_search` itself: the one
+private transformers method this package touches (called, never overridden; `tests/model/test_contracts.py` checks
+its signature). `transformers_decoding_loop` runs transformers' own loop on purpose, for comparisons.
 
 `GenerationMixin._beam_search` (transformers 5.x) keeps every sentence of a batch in the search until the last one is
 done, re-concatenates the self-attention keys and values of every row at every step, and adds the running beam
@@ -30,13 +36,16 @@ Shapes: `sentences` still searched, `beams` = `num_beams`, `rows` = sentences * 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch.nn import functional as F
-from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
 from transformers import generation as hf_generation
+from transformers.generation.utils import GENERATION_MODES_MAPPING, GenerationMode
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutput
 
 
 # Rows of logits handled at once: 64 x 8,000 fp32 scores = 2 MB, which stays in a CPU core's cache through the
@@ -49,6 +58,7 @@ LOGITS_CHUNK_ROWS = 64
 # benchmarks/results (benchmarks/generation.py, README "Translation speed"); larger budgets only cost memory.
 DEFAULT_MAX_TOKENS = 4096
 
+# Deviation from the paper (the default): |Y|^alpha, not GNMT's form that §6.1 cites; "gnmt" gives the paper's.
 # How a finished hypothesis of `length` generated tokens is normalised, `generation_config.length_penalty_type`:
 # "length" divides sum(log p) by length ** alpha (transformers, fairseq, CTranslate2: the default); "gnmt" divides
 # it by ((5 + length) / 6) ** alpha, the length penalty of Wu et al. 2016 (GNMT, arXiv:1609.08144, §7 Eq. 14),
@@ -299,7 +309,7 @@ def beam_search(
                 None,  # one query step sees every cached step: no causal mask needed
                 encoder_hidden_states,
                 encoder_attention_mask=encoder_attention_mask,
-                past_key_values=cache,
+                cache=cache,
             )
         hidden_states = decoder.final_norm(hidden_states)[:, -1]  # (rows, d_model)
 
@@ -398,43 +408,156 @@ def beam_search(
     return out_sequences.view(batch_size * num_return_sequences, max_length)[:, :output_length]
 
 
-def pack_token_batches(
-    order: Iterable[int], lengths: Sequence[Sequence[int]], max_tokens: int, max_sentences: int | None = None
-) -> list[list[int]]:
-    """Cut `order` greedily into batches whose padded size stays within `max_tokens` on every side.
+def _sharded_across_processes(model) -> bool:
+    """Whether `model`'s parameters are sharded over several processes (FSDP, DeepSpeed ZeRO-3): then every
+    process must run the same number of decoder steps (transformers' `synced_gpus`), which only its loop does."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_world_size() < 2:
+        return False
+    fsdp = tuple(getattr(torch.distributed.fsdp, name) for name in ("FSDPModule", "FullyShardedDataParallel")
+                 if hasattr(torch.distributed.fsdp, name))  # fmt: skip
+    return any(isinstance(module, fsdp) for module in model.modules()) or any(
+        hasattr(parameter, "ds_id") for parameter in model.parameters()
+    )
 
-    A batch of n items costs n * (its longest item) padded tokens per side (`lengths` holds one sequence of lengths
-    per side: the source alone for translation; source and target for training, §5.1); both must be <= `max_tokens`,
-    and n <= `max_sentences` when given. An item longer than `max_tokens` forms a batch of its own. fairseq's
-    `batch_by_size` with `max_tokens` and `max_sentences`.
+
+def decoding_loop_for(model, args: tuple, kwargs: dict) -> Callable | None:
+    """The `custom_generate` that `generate(*args, **kwargs)` of `model` should use: `beam_search_loop` for
+    deterministic beam search, None (transformers' own loops) for every other mode, a streamer, `synced_gpus` or
+    parameters sharded across processes.
+
+    Reads the generation mode as `generate` will (`GenerationConfig.update` with the call's keyword arguments,
+    `GenerationConfig.get_generation_mode`), on a copy: nothing of the caller's is changed.
+    """
+    if kwargs.get("streamer") is not None or kwargs.get("synced_gpus") or _sharded_across_processes(model):
+        return None
+    generation_config = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
+    generation_config = copy.deepcopy(generation_config or model.generation_config)
+    generation_config.update(**kwargs)
+    if generation_config.get_generation_mode(kwargs.get("assistant_model")) != GenerationMode.BEAM_SEARCH:
+        return None
+    return beam_search_loop
+
+
+def beam_search_loop(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    **model_kwargs,
+):
+    """The decoding loop of `generate(num_beams > 1)` (a `custom_generate` callable): `beam_search` on one encoder
+    output per sentence, or transformers' `GenerationMixin._beam_search` where that cannot stand in
+    (`unsupported_reason`: `return_dict_in_generate`, decoder prompts, other attention implementations, ...).
 
     Args:
-        order: item indices in the order they are packed (sorted by length for little padding).
-        lengths: per side, `(items,)` lengths in tokens, indexed by the indices of `order`.
-        max_tokens: padded tokens per side per batch.
+        input_ids: `(batch * num_beams, 1)` decoder start tokens (longer with a decoder prompt).
+        model_kwargs: as `generate()` prepared them: `encoder_outputs` and `attention_mask` repeated per beam
+            (`(batch * num_beams, src_len, ...)`, the beams of a sentence in adjacent rows), the cache, `use_cache`.
+    Returns:
+        `(batch * num_return_sequences, out_len)` token ids, or transformers' `GenerateBeamEncoderDecoderOutput`
+        when its loop runs the search.
+    Raises:
+        ValueError: `generation_config.length_penalty_type` is not "length"/"gnmt", or is "gnmt" (which
+            transformers' loop does not know) on a call that only transformers' loop can run.
+    """
+    beams, shared = generation_config.num_beams, dict(model_kwargs)
+    encoder_outputs = model_kwargs.get("encoder_outputs")
+    if encoder_outputs is not None and encoder_outputs[0].shape[0] == input_ids.shape[0]:
+        # `generate` repeated each sentence's encoder output per beam; one row per sentence is enough.
+        shared["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_outputs[0][::beams].contiguous())
+        if model_kwargs.get("attention_mask") is not None:
+            shared["attention_mask"] = model_kwargs["attention_mask"][::beams]  # (batch, src_len)
+    reason = unsupported_reason(
+        model, input_ids, logits_processor, stopping_criteria, generation_config, False, shared
+    )
+    if reason is None:
+        return beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, **shared)
+    if length_penalty_type(generation_config) != "length":
+        raise ValueError(
+            f"length_penalty_type={generation_config.length_penalty_type!r} needs this model's beam search, "
+            f"which cannot run this call ({reason}); use length_penalty_type='length' for it"
+        )
+    return transformers_decoding_loop(
+        model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs
+    )
+
+
+def transformers_decoding_loop(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    **model_kwargs,
+):
+    """transformers' own decoding loop for the generation mode (`GenerationMixin._beam_search`, `_sample`, ...),
+    as a `custom_generate` callable: `model.generate(..., custom_generate=transformers_decoding_loop)` decodes
+    exactly as `GenerationMixin.generate` would without this package's beam search (tests and benchmarks compare
+    the two). Returns what that loop returns."""
+    method = getattr(GenerationMixin, GENERATION_MODES_MAPPING[generation_config.get_generation_mode()])
+    return method(model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs)
+
+
+def token_batch_bounds(sides: Sequence, max_tokens: int, max_sentences: int | None = None) -> list[int]:
+    """Greedy token batches of items already in packing order, as offsets: batch b is items
+    `bounds[b]:bounds[b + 1]`. THE batching rule of this package (training, evaluation, the pipeline, the
+    CTranslate2 `Translator`), fairseq's `batch_by_size` with `max_tokens` and `max_sentences`.
+
+    A batch of n items costs n * (its longest item) padded tokens on every side, at most `max_tokens`, and holds at
+    most `max_sentences` items; an item longer than `max_tokens` is a batch of its own. Vectorised per batch: the
+    running maximum of a batch is at least its first item's length L, so a batch has at most `max_tokens // L`
+    items and only that window is looked at (one `cummax` per batch), with no Python object per item.
+
+    Args:
+        sides: per side, `(items,)` lengths in tokens in packing order (lists, arrays or int tensors; padded as the
+            collator pads them).
+        max_tokens: padded-token budget per side per batch (tokens).
         max_sentences: items per batch, or None for no limit.
     Returns:
-        Batches as lists of indices: every index of `order` exactly once, in the order of `order`.
+        `num_batches + 1` offsets, from 0 to `items`.
     Raises:
         ValueError: if `max_tokens` or `max_sentences` is not a positive integer.
     """
     if max_tokens < 1 or (max_sentences is not None and max_sentences < 1):
         raise ValueError(f"max_tokens and max_sentences must be positive, got {max_tokens} and {max_sentences}")
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    longest = [0] * len(lengths)
-    for index in order:
-        item = [int(side[index]) for side in lengths]
-        grown = [max(a, b) for a, b in zip(longest, item, strict=True)]
-        size = len(batch) + 1
-        if batch and ((max_sentences is not None and size > max_sentences) or max(grown) * size > max_tokens):
-            batches.append(batch)
-            batch, grown = [], item
-        batch.append(index)
-        longest = grown
-    if batch:
-        batches.append(batch)
-    return batches
+    lengths = torch.stack([torch.as_tensor(side, dtype=torch.int64) for side in sides])  # (sides, items)
+    items = lengths.shape[1]
+    first = lengths.amax(dim=0)  # (items,) longest side per item: a batch starting there holds <= max_tokens // it
+    bounds, start = [0], 0
+    while start < items:
+        window = min(items - start, max_tokens // max(1, int(first[start])), max_sentences or items)
+        size = 1
+        if window > 1:
+            longest = lengths[:, start : start + window].cummax(dim=1).values.amax(dim=0)  # (window,) running max
+            over = torch.nonzero(longest * torch.arange(1, window + 1) > max_tokens)  # (k, 1) first index too big
+            size = int(over[0]) if len(over) else window
+        start += size
+        bounds.append(start)
+    return bounds
+
+
+def pack_token_batches(
+    order: Iterable[int], lengths: Sequence[Sequence[int]], max_tokens: int, max_sentences: int | None = None
+) -> list[list[int]]:
+    """Cut `order` into batches by `token_batch_bounds`: every index of `order` exactly once, in its order.
+
+    Args:
+        order: item indices in the order they are packed (sorted by length for little padding).
+        lengths: per side, `(items,)` lengths in tokens, indexed by the indices of `order` (the source alone for
+            translation; source and target for training, §5.1).
+        max_tokens, max_sentences: as `token_batch_bounds`.
+    Returns:
+        Batches as lists of indices.
+    Raises:
+        ValueError: if `max_tokens` or `max_sentences` is not a positive integer.
+    """
+    order = [int(index) for index in order]
+    index = torch.tensor(order, dtype=torch.int64)
+    sides = [torch.as_tensor(side, dtype=torch.int64)[index] for side in lengths]  # per side, in packing order
+    bounds = token_batch_bounds(sides, max_tokens, max_sentences)
+    return [order[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def length_sorted_batches(

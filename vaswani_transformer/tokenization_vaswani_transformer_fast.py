@@ -61,6 +61,7 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize(NORMALIZATION_FORM, text)
 
 
+# Deviation from the paper: a byte-level-safe BPE (tokenizers), not tensor2tensor's word-piece/BPE vocabulary.
 def _build_backend(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
     """Build the `tokenizers` pipeline: NFC normalizer -> byte-level pre-tokenizer -> BPE -> byte-level decoder.
 

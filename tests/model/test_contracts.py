@@ -1,12 +1,9 @@
-"""Contracts with the private transformers methods this package overrides or hooks into.
+"""Contracts with the transformers APIs this package hooks into, and the private methods it calls or overrides.
 
-* `VaswaniTransformerForConditionalGeneration._expand_inputs_for_generation` overrides
-  `GenerationMixin._expand_inputs_for_generation`: the encoder output stays at one row per sentence.
-* `VaswaniTransformerForConditionalGeneration._reorder_cache` is the hook that `GenerationMixin._beam_search` calls,
-  when a model defines it, instead of `EncoderDecoderCache.reorder_cache`: only the self-attention cache moves.
-* `VaswaniTransformerForConditionalGeneration._beam_search` overrides `GenerationMixin._beam_search`, which
-  `generate()` looks up on the model's class for beam search; ours runs `generation_vaswani_transformer.beam_search`
-  and hands what it cannot do back to the base (`test_beam_search.py` compares the two token for token).
+* `generate(custom_generate=<callable>)` runs the callable as its decoding loop after preparing the inputs; our
+  `generate` hands it `generation_vaswani_transformer.beam_search_loop` for beam search (`test_beam_search.py`
+  compares the token ids with transformers' own loop).
+* `GenerationMixin._beam_search` is called (not overridden) by `beam_search_loop` where our loop cannot stand in.
 * `VaswaniTransformerTokenizerFast._encode_plus` overrides `TokenizersBackend._encode_plus`: a batch of plain strings
   is encoded straight from `encode_batch`.
 
@@ -19,7 +16,6 @@ Checked against transformers 5.23.0. A failure names the installed version and t
 changed: re-read it in the installed source and re-check the override against it before changing an expectation.
 """
 
-import copy
 import inspect
 from unittest import mock
 
@@ -28,12 +24,13 @@ import torch
 import transformers
 from conftest import tiny_config
 from transformers import GenerationMixin
-from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation.utils import GENERATION_MODES_MAPPING, GenerationMode
 from transformers.tokenization_utils_base import TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 from transformers.utils.generic import PaddingStrategy
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+from vaswani_transformer import generation_vaswani_transformer as generation
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 
 
@@ -72,152 +69,69 @@ def source() -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-# GenerationMixin._expand_inputs_for_generation -----------------------------------------------------------------
+# generate(custom_generate=<callable>) and GenerationMixin._beam_search ------------------------------------------
 
 
-def test_expand_inputs_for_generation_signature():
-    assert parameters(GenerationMixin._expand_inputs_for_generation) == [
+def test_generate_hands_the_decoding_loop_to_a_custom_generate_callable():
+    """`generate` prepares everything, then calls a callable `custom_generate` with the model, the decoder start ids,
+    the prepared logits processors and stopping criteria, the generation config and the model kwargs."""
+    source = inspect.getsource(GenerationMixin.generate)
+    assert "isinstance(custom_generate, Callable)" in source and "decoding_method = custom_generate" in source, (
+        contract("generate() no longer runs a callable custom_generate as its decoding loop")
+    )
+
+
+def test_beam_search_signature():
+    """`beam_search_loop` calls `GenerationMixin._beam_search` (never overrides it) where our loop cannot stand in,
+    and `transformers_decoding_loop` calls it on purpose; both pass these arguments."""
+    assert parameters(GenerationMixin._beam_search) == [
         ("self", "POSITIONAL_OR_KEYWORD", EMPTY),
-        ("expand_size", "POSITIONAL_OR_KEYWORD", 1),
-        ("is_encoder_decoder", "POSITIONAL_OR_KEYWORD", False),
-        ("input_ids", "POSITIONAL_OR_KEYWORD", None),
+        ("input_ids", "POSITIONAL_OR_KEYWORD", EMPTY),
+        ("logits_processor", "POSITIONAL_OR_KEYWORD", EMPTY),
+        ("stopping_criteria", "POSITIONAL_OR_KEYWORD", EMPTY),
+        ("generation_config", "POSITIONAL_OR_KEYWORD", EMPTY),
+        ("synced_gpus", "POSITIONAL_OR_KEYWORD", False),
         ("**", "VAR_KEYWORD", EMPTY),
-    ], contract(
-        "GenerationMixin._expand_inputs_for_generation changed its signature; re-check the override in "
-        "modeling_vaswani_transformer.py, which passes (expand_size, is_encoder_decoder, input_ids, **kwargs) on"
-    )
-
-
-def test_generate_expands_after_encoding_through_our_override(model, source):
-    """`generate` calls the override once, with the encoder output already computed; it calls the base."""
-    ours, base = Model._expand_inputs_for_generation, GenerationMixin._expand_inputs_for_generation
-    with (
-        mock.patch.object(Model, "_expand_inputs_for_generation", autospec=True, side_effect=ours) as spy,
-        mock.patch.object(
-            GenerationMixin, "_expand_inputs_for_generation", autospec=True, side_effect=base
-        ) as base_spy,
-    ):
-        model.generate(**source, num_beams=3, max_new_tokens=3)
-    assert spy.call_count == 1, contract("generate() no longer calls _expand_inputs_for_generation once")
-    call = inspect.signature(ours).bind(*spy.call_args.args, **spy.call_args.kwargs).arguments
-    assert call["expand_size"] == 3 and call["is_encoder_decoder"] is True, contract(
-        f"generate() calls _expand_inputs_for_generation with {call}; re-check what the override receives"
-    )
-    assert call["kwargs"].get("encoder_outputs") is not None, contract(
-        "generate() expands its inputs before running the encoder; the override needs `encoder_outputs` to keep "
-        "one encoder row per sentence: re-read GenerationMixin.generate"
-    )
-    assert base_spy.call_count == 1, contract("the override no longer reaches GenerationMixin's method")
-
-
-def test_expand_inputs_for_generation_agrees_with_the_base(model, source):
-    """Everything the base expands is expanded alike, except the encoder output and its mask: one row per sentence."""
-    with torch.no_grad():
-        encoder_outputs = model.get_encoder()(**source)
-    decoder_input_ids = torch.ones(2, 1, dtype=torch.long)
-    kwargs = dict(attention_mask=source["attention_mask"], decoder_attention_mask=torch.ones(2, 1), use_cache=True)
-    ids, expanded = model._expand_inputs_for_generation(
-        3, True, decoder_input_ids, encoder_outputs=copy.copy(encoder_outputs), **kwargs
-    )
-    base_ids, base_expanded = GenerationMixin._expand_inputs_for_generation(
-        model, 3, True, decoder_input_ids, encoder_outputs=copy.copy(encoder_outputs), **kwargs
-    )
-    message = contract("our _expand_inputs_for_generation disagrees with GenerationMixin's; compare the two")
-    assert torch.equal(ids, base_ids) and expanded.keys() == base_expanded.keys(), message
-    assert torch.equal(expanded["decoder_attention_mask"], base_expanded["decoder_attention_mask"]), message
-    assert expanded["use_cache"] is base_expanded["use_cache"], message
-    assert torch.equal(expanded["attention_mask"].repeat_interleave(3, 0), base_expanded["attention_mask"]), message
-    shared = expanded["encoder_outputs"].last_hidden_state.repeat_interleave(3, 0)
-    assert torch.equal(shared, base_expanded["encoder_outputs"].last_hidden_state), message
-    for expand_size, is_encoder_decoder in [(1, True), (3, False)]:  # the cases handed to the base as they are
-        ids, expanded = model._expand_inputs_for_generation(expand_size, is_encoder_decoder, decoder_input_ids)
-        assert torch.equal(ids, decoder_input_ids.repeat_interleave(expand_size, 0)), message
-
-
-def test_beam_search_with_the_base_expansion_gives_the_same_translations(model, source):
-    kwargs = dict(**source, num_beams=3, num_return_sequences=2, max_new_tokens=6, return_dict_in_generate=True)
-    kwargs.update(output_scores=True)
-    ours = model.generate(**kwargs)
-    with mock.patch.object(Model, "_expand_inputs_for_generation", GenerationMixin._expand_inputs_for_generation):
-        base = model.generate(**kwargs)
-    assert torch.equal(ours.sequences, base.sequences), contract(
-        "beam search with one encoder row per sentence differs from GenerationMixin's expansion"
-    )
-    torch.testing.assert_close(ours.sequences_scores, base.sequences_scores)
-
-
-# GenerationMixin._beam_search, overridden --------------------------------------------------------------------------
-
-
-def test_beam_search_override_has_the_base_signature():
-    assert parameters(Model._beam_search) == parameters(GenerationMixin._beam_search), contract(
-        "GenerationMixin._beam_search changed its signature; our override (and its call of the base) must follow"
-    )
-    source = inspect.getsource(transformers.generation.utils)
-    assert 'GenerationMode.BEAM_SEARCH: "_beam_search"' in source, contract(
+    ], contract("GenerationMixin._beam_search changed its signature; re-check beam_search_loop's call of it")
+    assert GENERATION_MODES_MAPPING[GenerationMode.BEAM_SEARCH] == "_beam_search", contract(
         "generate() no longer dispatches beam search to `_beam_search`"
     )
 
 
-# GenerationMixin._beam_search -> _reorder_cache ----------------------------------------------------------------
-
-
-def test_reorder_cache_replaces_encoder_decoder_cache_reorder_cache():
-    assert not hasattr(GenerationMixin, "_reorder_cache"), contract(
-        "GenerationMixin now defines _reorder_cache itself; our static _reorder_cache overrides it: compare the two"
-    )
-    for method in (Cache.reorder_cache, EncoderDecoderCache.reorder_cache):
-        assert parameters(method) == [
-            ("self", "POSITIONAL_OR_KEYWORD", EMPTY),
-            ("beam_idx", "POSITIONAL_OR_KEYWORD", EMPTY),
-        ], contract(f"{method.__qualname__} changed its signature; our _reorder_cache calls Cache.reorder_cache")
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    assert {"self_attention_cache", "cross_attention_cache"} <= vars(cache).keys(), contract(
-        "EncoderDecoderCache no longer holds self_attention_cache and cross_attention_cache"
-    )
-
-
-def test_beam_search_calls_our_reorder_cache_instead_of_the_cache_s(model, source):
-    """transformers' loop, which runs where our `beam_search` cannot (here: `return_dict_in_generate`)."""
-    ours = Model._reorder_cache
-    with (
-        mock.patch.object(Model, "_reorder_cache", wraps=ours) as spy,
-        mock.patch.object(EncoderDecoderCache, "reorder_cache", autospec=True) as cache_reorder,
-    ):
-        model.generate(**source, num_beams=3, max_new_tokens=4, return_dict_in_generate=True)
-    assert spy.call_count >= 1, contract(
-        "beam search no longer calls model._reorder_cache; re-read GenerationMixin._beam_search, which reordered the "
-        "cache with `self._reorder_cache(past_key_values, beam_idx)` when the model defines it"
-    )
-    cache, beam_idx = spy.call_args.args
-    assert isinstance(cache, EncoderDecoderCache) and beam_idx.shape == (6,), contract(
-        f"_reorder_cache now receives {type(cache).__name__} and beam_idx of shape {tuple(beam_idx.shape)}"
-    )
-    assert cache_reorder.call_count == 0, contract("beam search calls EncoderDecoderCache.reorder_cache as well")
-
-
-def test_reorder_cache_agrees_with_encoder_decoder_cache_reorder_cache():
-    """With one cross-attention row per beam (all equal within a sentence), both leave the same cache.
-
-    With one cross-attention row per sentence, the base cannot apply; `test_modeling.py::
-    test_beam_search_reorders_only_the_self_attention_cache` checks that case.
-    """
-    torch.manual_seed(0)
-    ours = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    for layer in range(2):
-        self_keys = torch.randn(6, 4, 3, 8)  # (batch * beams, heads, len, head_dim): 2 sentences, 3 beams
-        cross_keys = torch.randn(2, 4, 5, 8).repeat_interleave(3, dim=0)  # equal within a sentence
-        ours.self_attention_cache.update(self_keys, -self_keys, layer)
-        ours.cross_attention_cache.update(cross_keys, 2 * cross_keys, layer)
-    base = copy.deepcopy(ours)
-    beam_idx = torch.tensor([2, 0, 0, 4, 5, 3])  # beams only move within their sentence
-    assert Model._reorder_cache(ours, beam_idx) is ours
-    base.reorder_cache(beam_idx)
-    for part in ("self_attention_cache", "cross_attention_cache"):
-        for got, expected in zip(getattr(ours, part).layers, getattr(base, part).layers, strict=True):
-            assert torch.equal(got.keys, expected.keys) and torch.equal(got.values, expected.values), contract(
-                f"_reorder_cache and EncoderDecoderCache.reorder_cache disagree on {part}"
+def test_beam_search_runs_our_loop_and_its_fallback_runs_transformers(model, source):
+    """num_beams > 1 runs `beam_search`; a call it cannot run (return_dict_in_generate) runs transformers' loop;
+    greedy decoding runs transformers' loop without a custom_generate."""
+    with mock.patch.object(generation, "beam_search", wraps=generation.beam_search) as ours:
+        with mock.patch.object(
+            GenerationMixin, "_beam_search", autospec=True, side_effect=GenerationMixin._beam_search
+        ) as base:
+            model.generate(**source, num_beams=3, max_new_tokens=5)
+            assert (ours.call_count, base.call_count) == (1, 0)
+            model.generate(**source, num_beams=3, max_new_tokens=5, return_dict_in_generate=True)
+            assert (ours.call_count, base.call_count) == (1, 1), contract(
+                "the fallback no longer reaches _beam_search"
             )
+    with mock.patch.object(GenerationMixin, "_sample", autospec=True, side_effect=GenerationMixin._sample) as sample:
+        model.generate(**source, max_new_tokens=5)
+    assert sample.call_count == 1
+
+
+def test_our_beam_search_gets_one_encoder_row_per_beam_from_generate(model, source):
+    """`generate` repeats the encoder output per beam (beams of a sentence in adjacent rows) before the decoding
+    loop; `beam_search_loop` keeps every `num_beams`-th row. Checked on what generate hands the loop."""
+    seen = {}
+
+    def spy(model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs):
+        seen.update(model_kwargs, input_ids=input_ids)
+        return generation.beam_search_loop(
+            model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs
+        )
+
+    model.generate(**source, num_beams=3, max_new_tokens=5, custom_generate=spy)
+    encoder = model.get_encoder()(**source).last_hidden_state  # (2, src_len, d_model)
+    assert seen["input_ids"].shape[0] == 6, contract("generate no longer expands the decoder inputs per beam")
+    torch.testing.assert_close(seen["encoder_outputs"][0], encoder.repeat_interleave(3, dim=0))
+    assert torch.equal(seen["attention_mask"], source["attention_mask"].repeat_interleave(3, dim=0))
 
 
 # TokenizersBackend._encode_plus ----------------------------------------------------------------------------------

@@ -92,10 +92,7 @@ def test_generate_matches_marian_on_real_sentences(attn_implementation, num_beam
     assert torch.equal(got, expected)
 
 
-def test_beam_search_reorders_only_the_self_attention_cache(small_tokenizer, real_batch):
-    """`_reorder_cache` leaves the cross-attention cache alone; beam search still equals Marian's, which copies it."""
-    from transformers import DynamicCache, EncoderDecoderCache
-
+def test_beam_search_returning_several_sequences_equals_marians(small_tokenizer, real_batch):
     marian = random_marian(len(small_tokenizer), "sdpa", seed=2)
     ours = from_marian(marian)
     kwargs = dict(
@@ -109,61 +106,48 @@ def test_beam_search_reorders_only_the_self_attention_cache(small_tokenizer, rea
     )
     assert torch.equal(ours.generate(**kwargs), marian.generate(**kwargs))
 
-    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    self_keys, cross_keys = torch.randn(4, 2, 3, 8), torch.randn(4, 2, 5, 8)
-    cache.self_attention_cache.update(self_keys, -self_keys, 0)
-    cache.cross_attention_cache.update(cross_keys, -cross_keys, 0)
-    cross_before = cache.cross_attention_cache.layers[0].keys
-    beam_idx = torch.tensor([1, 1, 0, 3])
-    assert ours._reorder_cache(cache, beam_idx) is cache
-    assert torch.equal(cache.self_attention_cache.layers[0].keys, self_keys[beam_idx])
-    assert torch.equal(cache.self_attention_cache.layers[0].values, -self_keys[beam_idx])
-    assert cache.cross_attention_cache.layers[0].keys is cross_before
-
 
 @pytest.mark.parametrize("attn_implementation", ATTENTION_IMPLEMENTATIONS)
 def test_one_encoder_row_per_sentence_equals_one_per_beam(attn_implementation, real_batch):
-    """Decoder rows of a sentence sharing one encoder row (what beam search uses) == repeating that row per beam."""
+    """A decoder layer whose rows of a sentence share one encoder row (what our beam search gives it, with the source
+    mask built for `(sentences, beams * tgt_len)` queries) == the same layer with that row repeated per beam."""
+    from transformers.masking_utils import create_bidirectional_mask
+
     model = make_model(seed=3, attn_implementation=attn_implementation)
-    beams = 3
-    source, mask = real_batch["input_ids"][:3], real_batch["attention_mask"][:3]
+    beams, sentences, tgt_len = 3, 3, 4
+    source, mask = real_batch["input_ids"][:sentences], real_batch["attention_mask"][:sentences].clone()
     mask[1, -2:] = 0  # some source padding, so that the mask matters
-    labels = real_batch["labels"][:3].repeat_interleave(beams, dim=0)
-    labels[1::beams, 2] = 7  # beams of a sentence differ
-    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
-    with torch.no_grad():
-        encoder_output = model.get_encoder()(input_ids=source, attention_mask=mask).last_hidden_state
-        common = dict(decoder_input_ids=decoder_input_ids, output_attentions=attn_implementation == "eager")
-        shared = model(encoder_outputs=(encoder_output,), attention_mask=mask, **common)
-        repeated = model(
-            encoder_outputs=(encoder_output.repeat_interleave(beams, dim=0),),
-            attention_mask=mask.repeat_interleave(beams, dim=0),
-            **common,
+    layer = model.get_decoder().layers[0]
+    torch.manual_seed(0)
+    hidden = torch.randn(sentences * beams, tgt_len, model.config.d_model)  # beams of a sentence differ
+
+    def run(memory, source_mask, queries):
+        cross_mask = create_bidirectional_mask(
+            config=model.config, inputs_embeds=queries, attention_mask=source_mask, encoder_hidden_states=memory
         )
-    torch.testing.assert_close(shared.logits, repeated.logits, atol=1e-5, rtol=1e-5)
-    if attn_implementation == "eager":
-        for got, expected in zip(shared.cross_attentions, repeated.cross_attentions, strict=True):
-            assert got.shape == expected.shape == (9, 4, decoder_input_ids.shape[1], source.shape[1])
-            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="not a multiple of the encoder batch 2"):
-        model(encoder_outputs=(encoder_output[:2],), decoder_input_ids=decoder_input_ids)
+        return layer(hidden, None, memory, encoder_attention_mask=cross_mask)
+
+    with torch.no_grad():
+        memory = model.get_encoder()(input_ids=source, attention_mask=mask).last_hidden_state  # (3, src_len, d)
+        shared = run(memory, mask, hidden.view(sentences, beams * tgt_len, -1))
+        repeated = run(memory.repeat_interleave(beams, 0), mask.repeat_interleave(beams, 0), hidden)
+        torch.testing.assert_close(shared, repeated, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="not a multiple of the encoder batch 2"):
+            layer(hidden, None, memory[:2])
 
 
-def test_beam_search_keeps_one_cross_attention_row_per_sentence(real_batch):
+def test_beam_search_projects_keys_and_values_once_per_sentence(real_batch):
+    """Our beam search computes W^K and W^V of the encoder output once, one row per sentence (not per beam)."""
+    model = make_model(seed=4)
     inputs = dict(input_ids=real_batch["input_ids"][:2], attention_mask=real_batch["attention_mask"][:2])
-    kwargs = dict(num_beams=4, max_new_tokens=5, return_dict_in_generate=True)
-    sdpa = make_model(seed=4).generate(**inputs, **kwargs)
-    cache = getattr(sdpa, OUTPUT_CACHE_FIELD)
-    self_cache, cross_cache = cache.self_attention_cache, cache.cross_attention_cache
-    assert cross_cache.layers[0].keys.shape[0] == 2 and self_cache.layers[0].keys.shape[0] == 8
-    eager = make_model(seed=4, attn_implementation="eager").generate(**inputs, **kwargs, output_attentions=True)
-    src_len = inputs["input_ids"].shape[1]
-    assert eager.cross_attentions[0][0].shape == (8, 4, 1, src_len)  # (batch * beams, heads, 1, src) per step, layer
-    assert torch.equal(eager.sequences, sdpa.sequences)
-    from vaswani_transformer.modeling_vaswani_transformer import shared_encoder_output_beams
-
-    with pytest.raises(ValueError, match="flash_attention_2"):
-        shared_encoder_output_beams(8, 2, "flash_attention_2")
+    rows = []
+    kv_proj = model.get_decoder().layers[0].encoder_attn.kv_proj
+    hook = kv_proj.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    try:
+        model.generate(**inputs, num_beams=4, max_new_tokens=5)
+    finally:
+        hook.remove()
+    assert rows == [2]
 
 
 def test_from_marian_refuses_what_it_cannot_represent():
@@ -248,7 +232,7 @@ def test_the_cache_under_both_names_is_refused(real_batch):
     model = make_model()
     step = model(input_ids=real_batch["input_ids"], decoder_input_ids=real_batch["labels"][:, :1], use_cache=True)
     cache = getattr(step, OUTPUT_CACHE_FIELD)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="Both `past_key_values` and `cache` are set"):
         model(input_ids=real_batch["input_ids"], decoder_input_ids=real_batch["labels"][:, 1:2], cache=cache,
               past_key_values=cache)  # fmt: skip
 
