@@ -6,7 +6,11 @@ from conftest import tiny_config
 from torch.nn import functional as F
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
-from vaswani_transformer.training.criterion import LabelSmoothedCrossEntropyCriterion, label_smoothed_cross_entropy
+from vaswani_transformer.training.criterion import (
+    LabelSmoothedCrossEntropyCriterion,
+    keep_logits_in_autocast_dtype,
+    label_smoothed_cross_entropy,
+)
 
 
 def test_label_smoothing_is_szegedy_uniform_mixture():
@@ -99,3 +103,25 @@ def test_criterion_equals_the_models_own_loss_value_and_gradient(blocked):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
     with pytest.raises(KeyError, match="labels"):
         criterion(model, {"input_ids": batch["input_ids"]})
+
+
+def test_a_prepared_bf16_model_gives_the_criterion_its_autocast_logits():
+    """accelerate converts a bf16 model's outputs to fp32; `keep_logits_in_autocast_dtype` keeps its autocast only."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    torch.manual_seed(0)
+    batch = {"input_ids": torch.randint(4, 1000, (2, 6)), "labels": torch.randint(4, 1000, (2, 5))}
+    accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+    try:
+        model = accelerator.prepare(VaswaniTransformerForConditionalGeneration(tiny_config()))
+        converted = model(**batch)
+        assert converted.logits.dtype == torch.float32
+        keep_logits_in_autocast_dtype(accelerator, model)
+        kept = model(**batch)
+        assert kept.logits.dtype == torch.bfloat16 and kept.loss.dtype == torch.float32
+        torch.testing.assert_close(kept.logits.float(), converted.logits)
+        criterion = LabelSmoothedCrossEntropyCriterion(0.1, blocked=True)
+        torch.testing.assert_close(criterion(model, batch), kept.loss, atol=1e-5, rtol=1e-5)
+    finally:
+        AcceleratorState._reset_state(True)

@@ -10,13 +10,16 @@ vocab)` fp32 temporaries of `F.cross_entropy` (glibc maps and page-faults fresh 
 
 from __future__ import annotations
 
+from types import MethodType
+
 import torch
+from accelerate import Accelerator
 from torch.nn import functional as F
 
 from vaswani_transformer.modeling_vaswani_transformer import shift_tokens_right
 
 
-__all__ = ["LabelSmoothedCrossEntropyCriterion", "label_smoothed_cross_entropy"]
+__all__ = ["LabelSmoothedCrossEntropyCriterion", "keep_logits_in_autocast_dtype", "label_smoothed_cross_entropy"]
 
 # Elements (rows x vocabulary) of one fp32 block of the loss on CPU: 4 MiB, which stays in the L2/L3 cache and is
 # served again from the allocator's heap, where a whole `(N, V)` fp32 temporary is above glibc's mmap threshold.
@@ -161,3 +164,18 @@ class LabelSmoothedCrossEntropyCriterion:
                 labels, config.pad_token_id, config.decoder_start_token_id
             )
         return self.loss(model(**inputs).logits, labels)
+
+
+def keep_logits_in_autocast_dtype(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Keep accelerate's autocast on the prepared `model`'s forward but not its conversion of every output to fp32.
+
+    With bf16/fp16 mixed precision, `Accelerator.prepare` wraps `forward` in autocast and then converts its floating
+    outputs to fp32: a `(tokens, vocab)` fp32 copy of the logits every step, which the criterion would then keep
+    (its saved gradient in fp32, and a conversion back in backward). The criterion computes in fp32 itself, so it
+    takes the logits as autocast computed them. Uses accelerate's public `unwrap_model(keep_fp32_wrapper=False)`
+    (which removes both wrappers) and re-applies `accelerator.autocast()`. Nothing happens without mixed precision.
+    """
+    if not accelerator.native_amp:
+        return
+    inner = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # in place: forward as the class defines it
+    inner.forward = MethodType(accelerator.autocast()(type(inner).forward), inner)

@@ -58,7 +58,7 @@ from vaswani_transformer.training.checkpoints import (
     save_checkpoint,
 )
 from vaswani_transformer.training.cpu_kernels import use_cpu_kernels
-from vaswani_transformer.training.criterion import LabelSmoothedCrossEntropyCriterion
+from vaswani_transformer.training.criterion import LabelSmoothedCrossEntropyCriterion, keep_logits_in_autocast_dtype
 from vaswani_transformer.training.data import check_training_splits, load_training_splits, source_and_target_texts
 from vaswani_transformer.training.distributed import check_ranks_identical, on_any_rank
 from vaswani_transformer.training.evaluation import (
@@ -310,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     optimizer = build_optimizer(model)
     scheduler = build_scheduler(optimizer, model_config.d_model, train_args.warmup_steps, train_args.lr_multiplier)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    keep_logits_in_autocast_dtype(accelerator, model)  # the criterion reads bf16 logits, not an fp32 copy
     state = load_checkpoint(accelerator, checkpoint) if checkpoint else TrainerState()
 
     # Every check has passed: from here on the run writes into output_dir.
