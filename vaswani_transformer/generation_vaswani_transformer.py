@@ -408,6 +408,9 @@ def beam_search(
     return out_sequences.view(batch_size * num_return_sequences, max_length)[:, :output_length]
 
 
+BEAM_MODES = (GenerationMode.BEAM_SEARCH, GenerationMode.BEAM_SAMPLE)
+
+
 def _sharded_across_processes(model) -> bool:
     """Whether `model`'s parameters are sharded over several processes (FSDP, DeepSpeed ZeRO-3): then every
     process must run the same number of decoder steps (transformers' `synced_gpus`), which only its loop does."""
@@ -422,9 +425,9 @@ def _sharded_across_processes(model) -> bool:
 
 
 def decoding_loop_for(model, args: tuple, kwargs: dict) -> Callable | None:
-    """The `custom_generate` that `generate(*args, **kwargs)` of `model` should use: `beam_search_loop` for
-    deterministic beam search, None (transformers' own loops) for every other mode, a streamer, `synced_gpus` or
-    parameters sharded across processes.
+    """The `custom_generate` that `generate(*args, **kwargs)` of `model` should use: `beam_search_loop` for beam
+    search and beam sampling (which it hands to transformers' loop, or refuses with the "gnmt" length penalty), None
+    (transformers' own loops) for every other mode, a streamer, `synced_gpus` or parameters sharded across processes.
 
     Reads the generation mode as `generate` will (`GenerationConfig.update` with the call's keyword arguments,
     `GenerationConfig.get_generation_mode`), on a copy: nothing of the caller's is changed.
@@ -434,7 +437,7 @@ def decoding_loop_for(model, args: tuple, kwargs: dict) -> Callable | None:
     generation_config = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
     generation_config = copy.deepcopy(generation_config or model.generation_config)
     generation_config.update(**kwargs)
-    if generation_config.get_generation_mode(kwargs.get("assistant_model")) != GenerationMode.BEAM_SEARCH:
+    if generation_config.get_generation_mode(kwargs.get("assistant_model")) not in BEAM_MODES:
         return None
     return beam_search_loop
 
