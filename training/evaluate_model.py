@@ -2,7 +2,7 @@
 
     python training/evaluate_model.py --model outputs/multi30k_en_de_cpu --split test_2016_flickr
 
-A thin script over `vaswani_transformer.training.evaluation`, installed as the `vaswani-evaluate` command too
+A thin script over `vaswani_transformer.training.evaluate_cli`, installed as the `vaswani-evaluate` command too
 (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 

@@ -2,8 +2,8 @@
 
     python training/plot_bleu_curve.py outputs/multi30k_en_de_cpu --output docs/bleu_curve_multi30k.png
 
-A thin script over `vaswani_transformer.training.bleu_curve`, installed as the `vaswani-plot-bleu-curve` command too
-(`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
+A thin script over `vaswani_transformer.training.cli` (the curve is `training.bleu_curve`), installed as the
+`vaswani-plot-bleu-curve` command too (`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
 """
 
 from vaswani_transformer.training.cli import plot_bleu_curve

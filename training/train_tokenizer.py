@@ -2,9 +2,9 @@
 
     python training/train_tokenizer.py --output_dir tokenizers/multi30k_en_de --vocab_size 8000
 
-A thin script over `vaswani_transformer.training.tokenizer_training`, installed as the
-`vaswani-train-tokenizer` command too
-(`pip install "vaswani_transformer[train]"`); `--help` lists the arguments.
+A thin script over `vaswani_transformer.training.cli` (the BPE training is `training.tokenizer_training`),
+installed as the `vaswani-train-tokenizer` command too (`pip install "vaswani_transformer[train]"`); `--help` lists
+the arguments.
 """
 
 from vaswani_transformer.training.cli import train_tokenizer

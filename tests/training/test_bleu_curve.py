@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from vaswani_transformer.training.bleu_curve import bleu_curve, main
+from vaswani_transformer.training.bleu_curve import bleu_curve
+from vaswani_transformer.training.cli import plot_bleu_curve_main
 
 
 def test_bleu_curve_places_validation_at_the_training_clock(tmp_path):
@@ -21,7 +22,7 @@ def test_bleu_curve_places_validation_at_the_training_clock(tmp_path):
     log.parent.mkdir()
     log.write_text("\n".join(json.dumps(record) for record in records) + "\n")
     assert bleu_curve(log) == ([(2.0, 12.5)], 20.0, 3.5)
-    main([str(log.parent), "--output", str(tmp_path / "curve.png")])
+    plot_bleu_curve_main([str(log.parent), "--output", str(tmp_path / "curve.png")])
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log.write_text(log.read_text() + "{not json\n")
     with pytest.raises(ValueError, match=r"log.jsonl:6: not a JSON line"):

@@ -9,12 +9,12 @@ at 10-minute intervals. For the big models, we averaged the last 20 checkpoints.
 Reads `model.safetensors` from each checkpoint (a `checkpoint-{step}` directory written by accelerate, a
 `save_pretrained` directory, or the `.safetensors` file itself). Tied parameters (shared embeddings / output
 projection) are stored once by safetensors; averaging the stored tensor and loading it into a model whose weights
-are tied keeps them tied.
+are tied keeps them tied. The command (`vaswani-average-checkpoints`) is `training.cli.average_checkpoints_main`;
+train.py averages its own run with `average_last_checkpoints`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -24,11 +24,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from vaswani_transformer.output_dir import check_output_dir, prepare_output_dir
 from vaswani_transformer.training.checkpoints import MODEL_FILE, list_checkpoints
 
 
-__all__ = ["average_checkpoints", "average_last_checkpoints", "load_averaged_into", "main", "model_file"]
+__all__ = ["average_checkpoints", "average_last_checkpoints", "load_averaged_into", "model_file", "save_averaged"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,40 +141,3 @@ def save_averaged(state_dict: dict[str, torch.Tensor], output: str | os.PathLike
     model = VaswaniTransformerForConditionalGeneration(VaswaniTransformerConfig.from_pretrained(config_dir))
     load_averaged_into(model, state_dict).save_pretrained(output)
     return output
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--inputs", nargs="+", help="checkpoint directories or .safetensors files to average")
-    source.add_argument("--checkpoint_dir", help="a training output_dir; averages its newest --last_k checkpoints")
-    parser.add_argument("--last_k", type=int, default=5, help="§6.1: 5 for base models, 20 for big (default 5)")
-    parser.add_argument("--output", required=True, help="directory to write the averaged model into")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace a non-empty --output")
-    parser.add_argument("--config", help="directory with the model's config.json (default: --checkpoint_dir)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """CLI entry point (run through `training.cli`: its errors print one line on stderr and exit 2).
-
-    Raises:
-        ValueError: --checkpoint_dir holds fewer complete checkpoints than --last_k, or a checkpoint is truncated,
-            corrupt or of another model (names the file).
-        FileExistsError: --output is not empty and --overwrite_output_dir is not given.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    check_output_dir(args.output, args.overwrite_output_dir)
-    paths = args.inputs
-    config_dir = args.config
-    if args.checkpoint_dir:
-        paths = list_checkpoints(args.checkpoint_dir)[-args.last_k :]
-        if len(paths) < args.last_k:
-            raise ValueError(f"{args.checkpoint_dir} has {len(paths)} complete checkpoints, --last_k {args.last_k}")
-        if config_dir is None and Path(args.checkpoint_dir, "config.json").is_file():
-            config_dir = args.checkpoint_dir
-    logger.info("averaging %d checkpoints: %s", len(paths), ", ".join(str(p) for p in paths))
-    averaged = average_checkpoints(paths)
-    prepare_output_dir(args.output, args.overwrite_output_dir)
-    logger.info("wrote %s", save_averaged(averaged, args.output, config_dir))

@@ -4,16 +4,19 @@
 
 Each training log line carries `step` and `elapsed_seconds` (training wall-clock, validation included); each
 validation line carries `step` and `eval_bleu`. A validation point is placed at the elapsed time of the training line
-with the same step. The final test score (`test_bleu`) is drawn as a marker at the end of the run.
+with the same step. The final test score (`test_bleu`) is drawn as a marker at the end of the run. The command
+(`vaswani-plot-bleu-curve`) is `training.cli.plot_bleu_curve_main`.
 """
 
-import argparse
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
-__all__ = ["bleu_curve", "log_records", "main"]
+__all__ = ["DEFAULT_TITLE", "bleu_curve", "log_records", "plot_bleu_curves"]
+
+# The plot's title unless told otherwise: the presets' runs train on the 2 CPU cores of the project VM.
+DEFAULT_TITLE = "Validation sacreBLEU during training (2 CPU cores)"
 
 
 def log_records(log_path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -59,22 +62,21 @@ def bleu_curve(log_path: str | Path) -> tuple[list[tuple[float, float]], float |
     return points, test_bleu, last_minutes
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: one curve per run directory, saved as a PNG (matplotlib, Agg backend), the test score (if any) as a star at
-    the end of the run and in the legend; prints the PNG path."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", help="output_dir of training runs (each holds log.jsonl)")
-    parser.add_argument("--output", required=True, help="PNG file to write")
-    parser.add_argument("--title", default="Validation sacreBLEU during training (2 CPU cores)")
-    args = parser.parse_args(argv)
+def plot_bleu_curves(run_dirs: Sequence[str | Path], output: str | Path, title: str = DEFAULT_TITLE) -> Path:
+    """One curve per run directory, saved as a PNG (matplotlib, Agg backend), the test score (if any) as a star at the
+    end of the run and in the legend. Creates `output`'s folder if needed; returns `output` as a Path.
 
+    Raises:
+        FileNotFoundError, ValueError: as `bleu_curve`, for the first run whose log.jsonl is missing or wrong.
+        ImportError: if matplotlib is not installed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(figsize=(7, 4))
-    for run_dir in args.run_dirs:
+    for run_dir in run_dirs:
         points, test_bleu, end_minutes = bleu_curve(Path(run_dir) / "log.jsonl")
         minutes, bleus = zip(*points, strict=True) if points else ((), ())
         # The test score goes in the legend: runs of one preset end at nearly the same point, where text would overlap
@@ -84,11 +86,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             axes.plot([end_minutes], [test_bleu], marker="*", markersize=14, color=line.get_color(), linestyle="")
     axes.set_xlabel("training time (minutes)")
     axes.set_ylabel("sacreBLEU")
-    axes.set_title(args.title)
+    axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right")
-    output = Path(args.output)
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(output, dpi=120)
-    print(output)
+    pyplot.close(figure)
+    return output

@@ -10,15 +10,13 @@ pipeline), `README.md` and the run's JSON results and arguments. Never the train
 optimizer/scheduler/RNG state, `*.bin`/`*.pt`/`*.pth`/`*.pkl`, logs and tracker folders. `--dry_run` prints exactly
 the list the upload would send (the same function builds the upload's `allow_patterns`), needs no token and no
 network. Built on `huggingface_hub.create_repo` + `upload_folder`; the token comes from `HF_TOKEN` or `hf auth login`.
+The command (`vaswani-push-to-hub`) is `training.cli.push_to_hub_main`; train.py's `--push_to_hub` calls `push_to_hub`.
 """
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import glob
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from huggingface_hub import get_token
@@ -29,8 +27,6 @@ __all__ = [
     "IGNORE_PATTERNS",
     "check_hub_access",
     "files_to_upload",
-    "main",
-    "parse_arguments",
     "push_to_hub",
 ]
 
@@ -139,33 +135,3 @@ def push_to_hub(
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise OSError(f"could not upload {directory} to {repo_id}: {type(error).__name__}: {first_line}") from None
     return commit.commit_url
-
-
-def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("directory", help="A save_pretrained model directory (the output_dir of training/train.py).")
-    parser.add_argument("--repo_id", required=True, help="Hub repository, ORG/NAME.")
-    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
-    parser.add_argument("--dry_run", action="store_true", help="Print the files that would be uploaded and stop.")
-    parser.add_argument("--commit_message", default=None, help="Commit message (default: 'Upload <dir name>').")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (run through `training.cli`: its errors print one line on stderr and exit 2).
-
-    Raises:
-        OSError: no model in the directory, no token, or an upload that failed (see `push_to_hub`).
-    """
-    args = parse_arguments(argv)
-    names = files_to_upload(args.directory)
-    if "README.md" not in names:
-        print(
-            f"warning: {args.directory} has no README.md (a finished training run writes its model card)",
-            file=sys.stderr,
-        )
-    if args.dry_run:
-        print("\n".join(names))
-        return 0
-    print(push_to_hub(args.directory, args.repo_id, private=args.private, commit_message=args.commit_message))
-    return 0

@@ -18,19 +18,17 @@ section of that name holds the same text; a test checks they agree). The layout 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
 __all__ = [
+    "DEFAULT_LICENSE",
     "DEVIATIONS_PATH",
     "TEMPLATE_PATH",
     "TRANSFORMERS_REQUIREMENT",
-    "main",
     "paper_deviations",
     "read_run",
     "render_model_card",
@@ -264,23 +262,3 @@ def render_model_card(
     )
     card.save(output_dir / "README.md")
     return card
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI (`vaswani-model-card`, `model_cards/render.py`): render and write `<output_dir>/README.md`, print its path.
-
-    Args:
-        argv: the command-line arguments (default `sys.argv[1:]`).
-
-    Raises:
-        FileNotFoundError, ValueError: from `render_model_card`, naming the file at fault (`training.cli.run` prints
-            them as one line and exits 2).
-    """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("output_dir", help="The output_dir of a finished training run.")
-    parser.add_argument("--repo_id", default=None, help="Hub repository id, used as model name and in snippets.")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"License id (default {DEFAULT_LICENSE}).")
-    args = parser.parse_args(argv)
-    render_model_card(args.output_dir, args.repo_id, license=args.license)
-    print(Path(args.output_dir) / "README.md")
-    return 0
