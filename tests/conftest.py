@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import random
 import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,8 +31,8 @@ END_TO_END_DIR = Path(__file__).resolve().parent / "end_to_end"
 
 
 def pytest_collection_modifyitems(items):
-    """Tests under tests/end_to_end/ (real training runs in subprocesses) are marked `slow`: CI runs them all;
-    `pytest -m "not slow"` is the quick loop while editing."""
+    """Tests under tests/end_to_end/ (real training runs, in this process or launched) are marked `slow`: CI runs
+    them all; `pytest -m "not slow"` is the quick loop while editing."""
     for item in items:
         if END_TO_END_DIR in Path(item.path).parents:
             item.add_marker(pytest.mark.slow)
@@ -61,6 +67,101 @@ def run_without_package(
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{command[:3]} failed:\n{result.stderr[-3000:]}"
     return result
+
+
+# What the subprocesses of the end-to-end tests got in their environment: nothing reaches the Hub.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide singletons (`PartialState`, `AcceleratorState`, `GradientState`), as a new
+    process starts without them; a no-op if accelerate was never imported."""
+    if "accelerate.state" not in sys.modules:
+        return
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Every test starts and ends without accelerate state: an `Accelerator` built by one test's in-process
+    `main(argv)` (mixed precision, `cpu=True`) would otherwise refuse the next test's different settings."""
+    reset_accelerate_state()
+    yield
+    reset_accelerate_state()
+
+
+@contextlib.contextmanager
+def fresh_process(threads: int = 1, **env: str) -> Iterator[None]:
+    """Run a command's `main(argv)` in this process as a new interpreter would start it, then undo what it changed.
+
+    Inside: no accelerate state, `threads` torch threads (what OMP_NUM_THREADS=1 gave the subprocesses: on a busy
+    2-core machine, threads of a tiny model only wait on each other), the Hub offline, `TOKENIZERS_PARALLELISM=false`
+    and `env` set. Afterwards: accelerate state reset; the environment, torch's thread count, the Python, NumPy and
+    torch random states, the root logger's handlers and level, the level of the `vaswani_transformer` logger and
+    `datasets`' verbosity and progress bars as they were. Not undone: glibc's malloc settings of
+    `--keep_freed_memory` (they only keep freed memory for reuse).
+    """
+    import datasets
+    import huggingface_hub.constants
+
+    saved_env, saved_threads = dict(os.environ), torch.get_num_threads()
+    saved_rng = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    root, package = logging.getLogger(), logging.getLogger("vaswani_transformer")
+    saved_logging = list(root.handlers), root.level, package.level
+    saved_datasets = datasets.utils.logging.get_verbosity(), datasets.utils.is_progress_bar_enabled()
+    # Read from the environment when huggingface_hub and datasets are imported, which this process did long ago.
+    offline = [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE")]
+    saved_offline = [getattr(module, name) for module, name in offline]
+    reset_accelerate_state()
+    os.environ.update(OFFLINE, TOKENIZERS_PARALLELISM="false", **env)
+    for module, name in offline:
+        setattr(module, name, True)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        reset_accelerate_state()
+        for (module, name), value in zip(offline, saved_offline, strict=True):
+            setattr(module, name, value)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+        random.setstate(saved_rng[0])
+        np.random.set_state(saved_rng[1])
+        torch.random.set_rng_state(saved_rng[2])
+        for handler in set(root.handlers) - set(saved_logging[0]):
+            root.removeHandler(handler)
+        root.setLevel(saved_logging[1])
+        package.setLevel(saved_logging[2])
+        datasets.utils.logging.set_verbosity(saved_datasets[0])
+        (datasets.enable_progress_bars if saved_datasets[1] else datasets.disable_progress_bars)()
+
+
+def run_in_process(main: Callable[[list[str]], object], argv: Sequence[str], threads: int = 1, **env: str) -> str:
+    """`main(argv)` under `fresh_process(threads, **env)`; returns what the `vaswani_transformer` loggers said at
+    INFO and above (one record a line, the stderr of the same command run as a script). Exceptions propagate."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.INFO)
+    package = logging.getLogger("vaswani_transformer")
+    package.addHandler(handler)
+    try:
+        with fresh_process(threads, **env):
+            main(list(argv))
+    finally:
+        package.removeHandler(handler)
+    return stream.getvalue()
+
+
+def train_in_process(argv: Sequence[str], threads: int = 1, **env: str) -> str:
+    """`training/train.py` in this process: `vaswani_transformer.training.train.main` through `run_in_process`;
+    returns its log (INFO and above)."""
+    from vaswani_transformer.training.train import main
+
+    return run_in_process(main, argv, threads, **env)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The model card (`vaswani_transformer.training.model_card`) of a real (tiny) training run, from the run's own files.
 
-One `training/train.py` run on 200 Multi30k pairs with a tiny model, in a subprocess as in tests/test_training.py;
+One `training/train.py` run on 200 Multi30k pairs with a tiny model, in this process as in test_training.py;
 then the card is rendered, reloaded with `huggingface_hub.ModelCard.load`, and compared with the run's files: the
 metadata and `model-index` with the results JSON, the tables with config.json and training_args.json, the
 deviations with the package's list (which must equal README.md's section); the usage snippets are executed where
@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import OFFLINE, REPO_ROOT, train_in_process
 
 from vaswani_transformer.pipeline_translation import save_translation_pipeline
 from vaswani_transformer.training.model_card import (
@@ -29,14 +30,12 @@ from vaswani_transformer.training.model_card import (
 )
 
 
-TRAIN = str(REPO_ROOT / "training" / "train.py")
 RENDER = str(REPO_ROOT / "model_cards" / "render.py")
 DEVIATIONS_HEADING = "## Deviations from the paper"
 TINY_MODEL = (
     "--model custom --d_model 16 --encoder_layers 2 --decoder_layers 2 --encoder_attention_heads 2 "
     "--decoder_attention_heads 2 --encoder_ffn_dim 32 --decoder_ffn_dim 32 --max_position_embeddings 128"
 ).split()
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +49,7 @@ def run_dir(tmp_path_factory, multi30k_dir) -> Path:
         *"--max_eval_samples 8 --max_test_samples 8 --eval_batch_size 8 --num_beams 2".split(),
         *"--max_source_length 40 --max_target_length 40".split(),
     ]
-    env = {**os.environ, **OFFLINE, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    result = subprocess.run(
-        [sys.executable, TRAIN, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
+    train_in_process(args)
     save_translation_pipeline(out)  # what a run should end with (see the pipeline module)
     return out
 
@@ -211,15 +205,25 @@ def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):
     assert "**Run.**" in render_model_card(run).text
 
 
-def test_missing_run_files_are_clear_errors(tmp_path):
+def test_missing_run_files_are_clear_errors(tmp_path, monkeypatch, capsys):
+    """The library's error, and the one line of model_cards/render.py and of the `vaswani-model-card` console
+    script (its entry point in the installed metadata), run in this process with the command line they would get."""
+    from importlib.metadata import entry_points
+
     with pytest.raises(FileNotFoundError, match=r"config\.json not found"):
         render_model_card(tmp_path)
     config = tmp_path / "config.json"
-    for command in ([sys.executable, RENDER], [str(Path(sys.executable).parent / "vaswani-model-card")]):
-        result = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 2
-        program = Path(command[-1]).name
-        assert result.stderr == (
-            f"{program}: error: {config} not found: is {tmp_path} the output_dir of a training run? "
+    (console_script,) = entry_points(group="console_scripts", name="vaswani-model-card")
+    programs = {
+        RENDER: lambda: runpy.run_path(RENDER, run_name="__main__"),
+        str(Path(sys.executable).parent / "vaswani-model-card"): lambda: sys.exit(console_script.load()()),
+    }
+    for program, run_program in programs.items():
+        monkeypatch.setattr(sys, "argv", [program, str(tmp_path)])
+        with pytest.raises(SystemExit) as exit_status:
+            run_program()
+        assert exit_status.value.code == 2
+        assert capsys.readouterr().err == (
+            f"{Path(program).name}: error: {config} not found: is {tmp_path} the output_dir of a training run? "
             "(run with --debug for the traceback)\n"
         )

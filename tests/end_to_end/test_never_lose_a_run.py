@@ -1,7 +1,9 @@
 """Issue 11, "never lose a run": each numbered case of the issue that concerns a training run's directory.
 
 One finished tiny run (4 steps, a checkpoint every 2) is copied per test; every refused command must leave the copy
-byte-identical (`snapshot`), and its error must name what is wrong. The cases:
+byte-identical (`snapshot`), and its error must name what is wrong. Runs call `main(argv)` in this process
+(`conftest.train_in_process`); case 1 runs the script training/train.py itself (its one-line error and exit
+status 2). The cases:
 1. re-running into an existing output_dir; 2. resuming with a different model size; 5. a misspelled --test_split;
 6. a resume that changes the vocabulary or the languages; 8. a truncated checkpoint file.
 """
@@ -9,14 +11,14 @@ byte-identical (`snapshot`), and its error must name what is wrong. The cases:
 from __future__ import annotations
 
 import hashlib
+import runpy
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
-from test_training import TRAIN, run, tiny_args
+from conftest import fresh_process, train_in_process
+from test_training import TRAIN, tiny_args
 
 from vaswani_transformer.training.train import main
 
@@ -37,7 +39,7 @@ def snapshot(directory: Path) -> dict[str, str]:
 def finished_run(tmp_path_factory, multi30k_dir) -> Path:
     """A finished run: model, tokenizer, results, log.jsonl, checkpoint-2 and checkpoint-4."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    run([sys.executable, TRAIN, *tiny_args(multi30k_dir, out, *FINISHED_RUN)])
+    train_in_process(tiny_args(multi30k_dir, out, *FINISHED_RUN))
     return out
 
 
@@ -48,13 +50,16 @@ def run_copy(finished_run, tmp_path) -> Path:
     return copy
 
 
-def test_case1_rerun_into_a_finished_run_is_refused_in_one_line(run_copy, multi30k_dir):
+def test_case1_rerun_into_a_finished_run_is_refused_in_one_line(run_copy, multi30k_dir, monkeypatch, capsys):
     before = snapshot(run_copy)
-    command = [sys.executable, TRAIN, *tiny_args(multi30k_dir, run_copy, *FINISHED_RUN)]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
+    # `python training/train.py ...`: the script runs as __main__ (an uncaught traceback would fail the test here)
+    monkeypatch.setattr(sys, "argv", [TRAIN, *tiny_args(multi30k_dir, run_copy, *FINISHED_RUN)])
+    with fresh_process(), pytest.raises(SystemExit) as exit_status:
+        runpy.run_path(TRAIN, run_name="__main__")
+    stderr = capsys.readouterr().err
+    assert exit_status.value.code == 2, stderr
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if "error:" in line]
     assert line.startswith(f"train.py: error: --output_dir {run_copy} is not empty (")
     assert "--overwrite_output_dir" in line and "--resume_from_checkpoint latest" in line
     assert snapshot(run_copy) == before
@@ -67,7 +72,7 @@ def test_case1_overwrite_output_dir_replaces_the_old_run_entirely(run_copy, mult
     extra = (
         "--max_steps 2 --save_steps 2 --save_total_limit 2 --average_last_k 2 --do_test false --overwrite_output_dir"
     )
-    run([sys.executable, TRAIN, *tiny_args(multi30k_dir, run_copy, *extra.split())])
+    train_in_process(tiny_args(multi30k_dir, run_copy, *extra.split()))
     assert sorted(p.name for p in run_copy.glob("checkpoint-*")) == ["checkpoint-2"]
     assert not (run_copy / "results_test_2016_flickr.json").exists()  # the old run's results are gone, not kept
     new_log = (run_copy / "log.jsonl").read_text()
@@ -118,7 +123,7 @@ def test_case6_a_new_run_trains_its_own_vocabulary(run_copy, multi30k_dir):
 
     old = len(VaswaniTransformerTokenizerFast.from_pretrained(run_copy))
     extra = "--max_steps 1 --do_test false --overwrite_output_dir --vocab_size 600".split()
-    run([sys.executable, TRAIN, *tiny_args(multi30k_dir, run_copy, *extra)])
+    train_in_process(tiny_args(multi30k_dir, run_copy, *extra))
     assert len(VaswaniTransformerTokenizerFast.from_pretrained(run_copy)) == 600 != old
 
 
@@ -135,7 +140,7 @@ def test_case8_truncated_checkpoint_names_the_file_and_the_checkpoint_before_it(
     assert snapshot(run_copy) == before
     # The offered checkpoint is accepted and the run continues from it.
     explicit = tiny_args(multi30k_dir, run_copy, "--max_steps", "3", "--do_test", "false")
-    run([sys.executable, TRAIN, *explicit, "--resume_from_checkpoint", str(run_copy / "checkpoint-2")])
+    train_in_process([*explicit, "--resume_from_checkpoint", str(run_copy / "checkpoint-2")])
     assert '"step": 3' in (run_copy / "train_results.json").read_text()
 
 

@@ -1,9 +1,11 @@
 """End-to-end runs of training/train.py on a few hundred Multi30k pairs with a tiny model, as users run it.
 
-Training runs in subprocesses (`python training/train.py ...`, `accelerate launch ...`). Covered: a complete run
-(save_pretrained + reload, log.jsonl, filter counts, test scores), exact resumption after an interruption, a
-half-written checkpoint ignored, checkpoint averaging of a real run, 2-process data parallelism against 1 process
-with the same global batch, and the errors for bad data and an empty training set.
+One-process runs call the script's `main(argv)` in this process (`conftest.train_in_process`: what a new interpreter
+would start from, without its seconds of imports); the 2-process run is `accelerate launch training/train.py` in a
+subprocess, as users launch it. Covered: a complete run (save_pretrained + reload, log.jsonl, filter counts, test
+scores), exact resumption after an interruption, a half-written checkpoint ignored, checkpoint averaging of a real
+run, 2-process data parallelism against 1 process with the same global batch, and the errors for bad data and an
+empty training set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import OFFLINE, REPO_ROOT, train_in_process
 from safetensors.torch import load_file
 
 from vaswani_transformer.training.checkpoints import latest_checkpoint
@@ -30,7 +32,6 @@ TINY_MODEL = (
     "--model custom --d_model 32 --encoder_layers 2 --decoder_layers 2 --encoder_attention_heads 2 "
     "--decoder_attention_heads 2 --encoder_ffn_dim 64 --decoder_ffn_dim 64 --max_position_embeddings 128"
 ).split()
-OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def tiny_args(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -46,7 +47,8 @@ def tiny_args(data_dir: Path, output_dir: Path, *extra: str) -> list[str]:
 
 
 def run(command: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run a training command from the repository root; fail the test with its stderr if it fails."""
+    """Run a training command (`accelerate launch ...`) from the repository root in a subprocess; fail the test with
+    its stderr if it fails."""
     # One thread per process: on a busy 2-core CI machine, OpenMP threads waiting on each other cost more than
     # they gain for a model this small (torchrun sets the same for the 2-process run).
     env = {**os.environ, **OFFLINE, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
@@ -61,13 +63,14 @@ def read_log(output_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, multi30k_dir) -> tuple[Path, subprocess.CompletedProcess]:
-    """The uninterrupted reference run: 8 optimizer steps of 2 accumulated micro-batches (about two epochs),
-    validation every 4, checkpoints every 2 of which the newest 2 are kept and averaged into the final model."""
+def smoke(tmp_path_factory, multi30k_dir) -> tuple[Path, str]:
+    """(output_dir, log) of the uninterrupted reference run: 8 optimizer steps of 2 accumulated micro-batches (about
+    two epochs), validation every 4, checkpoints every 2 of which the newest 2 are kept and averaged into the final
+    model."""
     out = tmp_path_factory.mktemp("smoke")
     extra = "--max_steps 8 --gradient_accumulation_steps 2 --save_steps 2 --eval_steps 4 --save_total_limit 2"
     extra += " --average_last_k 2"
-    return out, run([sys.executable, TRAIN, *tiny_args(multi30k_dir, out, *extra.split())])
+    return out, train_in_process(tiny_args(multi30k_dir, out, *extra.split()))
 
 
 def test_run_saves_a_reloadable_model(smoke):
@@ -116,7 +119,7 @@ def test_a_finished_run_is_the_repository_push_to_hub_uploads(smoke):
 
 
 def test_run_logs_every_step_and_the_filtered_pairs(smoke):
-    out, result = smoke
+    out, output = smoke
     log = read_log(out)
     train_lines = [line for line in log if "loss" in line]
     assert [line["step"] for line in train_lines] == [2, 4, 6, 8]
@@ -142,7 +145,7 @@ def test_run_logs_every_step_and_the_filtered_pairs(smoke):
     stats = json.loads((out / "data_stats.json").read_text())["train"]
     assert stats["pairs"] == 120 and stats["source_too_long"] + stats["target_too_long"] > 0
     assert stats["kept"] + stats["empty"] + stats["source_too_long"] + stats["target_too_long"] == 120
-    assert f"train: kept {stats['kept']} of 120 pairs" in result.stderr
+    assert f"train: kept {stats['kept']} of 120 pairs" in output
     # save_total_limit 2: only the two newest checkpoints remain.
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-8"]
 
@@ -152,13 +155,13 @@ def test_resumed_run_reaches_the_same_weights(smoke, multi30k_dir, tmp_path):
     same = ["--tokenizer_name", str(reference), "--gradient_accumulation_steps", "2", "--save_steps", "4"]
     same += ["--average_last_k", "2"]  # the reference's final model averages checkpoints 6 and 8, as this run's does
     # Stop at step 6 (mid second epoch, a checkpoint is written at the end), then resume to step 8.
-    run([sys.executable, TRAIN, *tiny_args(multi30k_dir, tmp_path, *same, "--max_steps", "6", "--do_test", "false")])
+    train_in_process(tiny_args(multi30k_dir, tmp_path, *same, "--max_steps", "6", "--do_test", "false"))
     assert latest_checkpoint(tmp_path).name == "checkpoint-6"  # the final step is checkpointed too
     (tmp_path / "checkpoint-100.tmp").mkdir()  # a save killed halfway must be ignored
     assert latest_checkpoint(tmp_path).name == "checkpoint-6"
     resume = ["--max_steps", "8", "--resume_from_checkpoint", "latest", "--do_test", "false"]
-    result = run([sys.executable, TRAIN, *tiny_args(multi30k_dir, tmp_path, *same, *resume)])
-    assert "resumed from" in result.stderr and "checkpoint-6" in result.stderr
+    output = train_in_process(tiny_args(multi30k_dir, tmp_path, *same, *resume))
+    assert "resumed from" in output and "checkpoint-6" in output
     expected, resumed = load_file(reference / "model.safetensors"), load_file(tmp_path / "model.safetensors")
     assert expected.keys() == resumed.keys()
     for key in expected:
@@ -169,7 +172,7 @@ def test_resumed_run_reaches_the_same_weights(smoke, multi30k_dir, tmp_path):
 def test_average_checkpoints_cli_on_a_run(smoke, tmp_path):
     from transformers import AutoModelForSeq2SeqLM
 
-    from vaswani_transformer.training.averaging import main as average_main
+    from vaswani_transformer.training.cli import average_checkpoints_main as average_main
 
     out, _ = smoke
     average_main(["--checkpoint_dir", str(out), "--last_k", "2", "--output", str(tmp_path)])
@@ -182,7 +185,7 @@ def test_average_checkpoints_cli_on_a_run(smoke, tmp_path):
 
 
 def test_evaluate_cli_writes_scores_and_hypotheses(smoke, multi30k_dir, tmp_path):
-    from vaswani_transformer.training.evaluation import main as evaluate_main
+    from vaswani_transformer.training.evaluate_cli import main as evaluate_main
 
     out, _ = smoke
     args = ["--model", str(out), "--split", "val", "--data_dir", str(multi30k_dir), "--max_samples", "4"]
@@ -203,11 +206,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(smoke, multi
     reference, _ = smoke
     common = f"--tokenizer_name {reference} --dropout 0 --max_steps 4 --logging_steps 1 --do_test false".split()
     one, two = tmp_path / "one", tmp_path / "two"
-    run([sys.executable, TRAIN, *tiny_args(multi30k_dir, one, *common, "--gradient_accumulation_steps", "2")])
+    train_in_process(tiny_args(multi30k_dir, one, *common, "--gradient_accumulation_steps", "2"))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE_2PROC]
     two_args = tiny_args(multi30k_dir, two, *common, "--use_cpu", "true", "--eval_steps", "2", "--do_test", "true")
     run([*launch, "--main_process_port", str(free_port()), TRAIN, *two_args])
     results = json.loads((two / "train_results.json").read_text())
+    assert results["distributed_type"] == "MULTI_CPU" and results["num_processes"] == 2  # DDP over gloo
     assert results["num_sentences"] == 8  # test BLEU gathered from 2 ranks (and weights checked equal on both)
     assert [line["step"] for line in read_log(two) if "eval_bleu" in line] == [2, 4]
     loss_one = [line["loss"] for line in read_log(one) if "loss" in line]
