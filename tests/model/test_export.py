@@ -220,6 +220,29 @@ def test_cli_refuses_to_overwrite_and_writes_nothing_half_done(small_tokenizer, 
         Translator(tmp_path / "model")
 
 
+def test_cli_folders_by_position_or_flag(small_tokenizer, tmp_path, capsys):
+    """MODEL_DIR and OUTPUT_DIR by position, around the flags, or as --model_dir / --output_dir; missing or given
+    twice, argparse's one-line error and exit status 2, before anything is written."""
+    model_dir = tmp_path / "model"
+    save_tiny_translation_model(model_dir, small_tokenizer)
+    assert main(["--max_positions", "16", str(model_dir), str(tmp_path / "a")]) == 0
+    assert main([str(model_dir), "--max_positions", "16", str(tmp_path / "b")]) == 0
+    assert main(["--model_dir", str(model_dir), "--output_dir", str(tmp_path / "c"), "--max_positions", "16"]) == 0
+    assert all((tmp_path / name / EXPORT_INFO_FILE).is_file() for name in "abc")
+    capsys.readouterr()
+    for argv, message in (
+        ([str(model_dir)], "the following arguments are required: OUTPUT_DIR"),
+        ([str(model_dir), str(tmp_path / "d"), "--model_dir", str(model_dir)], "MODEL_DIR is given twice"),
+        ([str(model_dir), str(tmp_path / "d"), "--quantization", "int9"], "invalid choice: 'int9'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert error.startswith("vaswani-export-ct2: error: ") and message in error
+    assert not (tmp_path / "d").exists()
+
+
 def test_never_writes_over_the_model_or_a_file(small_tokenizer, tmp_path, monkeypatch):
     """The model directory, a folder holding it and a file are refused, even with overwrite_output_dir."""
     model_dir = tmp_path / "runs" / "model"
