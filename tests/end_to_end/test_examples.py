@@ -1,4 +1,8 @@
-"""The scripts in examples/ run on a tiny saved model, in subprocesses, as a user runs them.
+"""The scripts in examples/ run on a tiny saved model, as a user runs them.
+
+translate.py runs once as a user runs it, a subprocess reading stdin and writing stdout through pipes; the other
+runs call each script's `main(argv)` in this process (`run_example`: the same stdin bytes in, stdout and stderr
+out, the exit status), which spares each test an interpreter's seconds of imports.
 
 translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches; a
 line that is not UTF-8, an over-long line and empty lines do not disturb the others (issue 11, case 7);
@@ -9,6 +13,7 @@ tiles (found in the image itself) match the model's layers and heads.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -17,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, generate_texts, save_tiny_translation_model
+from conftest import REPO_ROOT, fresh_process, generate_texts, save_tiny_translation_model
 
 from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.pipeline_translation import TranslationPipeline
@@ -42,8 +47,10 @@ def saved(tmp_path_factory, small_tokenizer):
     return directory, model, small_tokenizer
 
 
-def run_example(script: str, *args: str, stdin: str | bytes | None = None, cwd: Path) -> subprocess.CompletedProcess:
-    """Run examples/<script> offline from `cwd` (outside the checkout), without PYTHONPATH.
+def run_example_subprocess(
+    script: str, *args: str, stdin: str | bytes | None = None, cwd: Path
+) -> subprocess.CompletedProcess:
+    """Run examples/<script> offline from `cwd` (outside the checkout), without PYTHONPATH, in a new interpreter.
 
     `stdin` text is sent as UTF-8, bytes as they are; stdout and stderr come back decoded from UTF-8.
     """
@@ -60,6 +67,37 @@ def run_example(script: str, *args: str, stdin: str | bytes | None = None, cwd: 
     )
     result.stdout, result.stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     return result
+
+
+def run_example(script: str, *args: str, stdin: str | bytes | None = None, cwd: Path) -> subprocess.CompletedProcess:
+    """examples/<script>'s `main(args)` in this process from `cwd`, as `run_example_subprocess` runs the script.
+
+    stdin, stdout and stderr are byte streams wrapped as UTF-8 text (as Python gives a script whose streams are
+    pipes): `stdin` text goes in as UTF-8, bytes as they are. The exit status is `main`'s return value (None: 0) or
+    that of a `SystemExit` (argparse's errors). One torch thread, as in the subprocess (conftest.fresh_process).
+    """
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin or b""
+    streams = {
+        "stdin": io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"),
+        "stdout": io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True),
+        "stderr": io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True),
+    }
+    module = load_example(script)
+    saved, saved_cwd = {name: getattr(sys, name) for name in streams}, os.getcwd()
+    with fresh_process():
+        try:
+            os.chdir(cwd)
+            for name, stream in streams.items():
+                setattr(sys, name, stream)
+            status = module.main(list(args))
+        except SystemExit as exit_:
+            status = exit_.code
+        finally:
+            for name, stream in saved.items():
+                setattr(sys, name, stream)
+            os.chdir(saved_cwd)
+    out, err = (streams[name].buffer.getvalue().decode("utf-8") for name in ("stdout", "stderr"))
+    return subprocess.CompletedProcess([script, *args], status or 0, out, err)
 
 
 def translate(directory: Path, sources: list[bytes], *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -104,7 +142,7 @@ def one_line(texts: list[str]) -> list[str]:
 def test_translate_writes_one_line_per_input_line(saved, real_sentences, tmp_path):
     directory, model, tokenizer = saved
     sources = [*real_sentences["en"][:5], "", *real_sentences["en"][5:]]  # an empty line in the middle
-    result = run_example(
+    result = run_example_subprocess(
         "translate.py",
         *f"--model {directory} --num_beams 2 --batch_size 3 --buffer_size 5".split(),
         stdin="".join(line + "\n" for line in sources),
@@ -137,11 +175,13 @@ def test_translate_with_ctranslate2_prints_what_generate_prints(saved, real_sent
 
 
 def load_example(script: str):
-    """Import examples/<script> as a module (in this process)."""
+    """Import examples/<script> as a module (in this process), registered in `sys.modules` as an import would
+    (dataclasses look their module up there)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"example_{Path(script).stem}", EXAMPLES / script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
