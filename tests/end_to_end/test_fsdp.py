@@ -6,7 +6,7 @@
 Covered: the run is really sharded (accelerate's FSDP distributed type, sharded checkpoint files); its losses over
 20 steps equal those of one process accumulating the same global batches (rtol 1e-4: both average the same
 gradients, in a different summation order; test_training.py shows a 2-process DDP run equal to that same reference);
-a run stopped at step 10 and resumed under FSDP reaches step 20 with the uninterrupted run's
+a run interrupted after its step-10 checkpoint and resumed under FSDP reaches step 20 with the uninterrupted run's
 losses and weights; the final model is one consolidated safetensors file that `from_pretrained` loads, equal to the
 last checkpoint's weights, and translates.
 """
@@ -14,6 +14,7 @@ last checkpoint's weights, and translates.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,11 +72,24 @@ def test_fsdp_losses_equal_one_process_losses(fsdp_run, multi30k_dir, tmp_path):
     )
 
 
+def interrupted_copy(run_dir: Path, copy: Path, step: int) -> None:
+    """`run_dir` as a job killed right after its checkpoint-`step` would have left it: without the later
+    checkpoints, the log after `step`, the final model and generation config, the results and the card."""
+    shutil.copytree(run_dir, copy, ignore=lambda _, names: [n for n in names if n.startswith("checkpoint-")])
+    shutil.copytree(run_dir / f"checkpoint-{step}", copy / f"checkpoint-{step}")
+    written_at_the_end = ["model.safetensors", "generation_config.json", "train_results.json", "README.md"]
+    for path in [path for pattern in [*written_at_the_end, "results_*", "hyps_*"] for path in copy.glob(pattern)]:
+        path.unlink()
+    kept = [line for line in read_log(run_dir) if line["step"] <= step and "test_bleu" not in line]
+    (copy / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in kept))
+
+
 def test_fsdp_resumes_exactly(fsdp_run, multi30k_dir, tmp_path):
     resumed = tmp_path / "resumed"
-    args = ["--tokenizer_name", str(fsdp_run), "--do_test", "false", "--average_last_k", "1"]
-    launch(FSDP_CONFIG, multi30k_dir, resumed, *args, "--max_steps", "10")
-    launch(FSDP_CONFIG, multi30k_dir, resumed, *args, "--resume_from_checkpoint", "latest")
+    interrupted_copy(fsdp_run, resumed, step=10)
+    assert not (resumed / "model.safetensors").exists() and max(losses(resumed)) == 10
+    args = ["--do_test", "false", "--average_last_k", "1", "--resume_from_checkpoint", "latest"]
+    launch(FSDP_CONFIG, multi30k_dir, resumed, *args)  # the run's own settings; its tokenizer is in `resumed`
     uninterrupted, after_resume = losses(fsdp_run), losses(resumed)
     assert [after_resume[step] for step in range(11, 21)] == [uninterrupted[step] for step in range(11, 21)]
     expected, got = load_file(fsdp_run / "model.safetensors"), load_file(resumed / "model.safetensors")
