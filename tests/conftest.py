@@ -30,11 +30,16 @@ MULTI30K_DIR = default_data_dir()
 END_TO_END_DIR = Path(__file__).resolve().parent / "end_to_end"
 
 
+# The fixtures of tests/end_to_end/ that train (in this process or launched) or save a model for the example scripts.
+END_TO_END_RUNS = frozenset({"smoke", "finished_run", "run_copy", "fsdp_run", "run_dir", "card", "corpora", "saved"})
+
+
 def pytest_collection_modifyitems(items):
-    """Tests under tests/end_to_end/ (real training runs, in this process or launched) are marked `slow`: CI runs
-    them all; `pytest -m "not slow"` is the quick loop while editing."""
+    """Tests under tests/end_to_end/ that use a run (`END_TO_END_RUNS`) are marked `slow`: CI runs them all;
+    `pytest -m "not slow"` is the quick loop while editing, which keeps that folder's checks of errors raised before
+    any training and of files (README, configs)."""
     for item in items:
-        if END_TO_END_DIR in Path(item.path).parents:
+        if END_TO_END_DIR in Path(item.path).parents and END_TO_END_RUNS & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
 
 
@@ -85,12 +90,18 @@ def reset_accelerate_state() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
+def _fresh_process_state(request):
     """Every test starts and ends without accelerate state: an `Accelerator` built by one test's in-process
-    `main(argv)` (mixed precision, `cpu=True`) would otherwise refuse the next test's different settings."""
-    reset_accelerate_state()
-    yield
-    reset_accelerate_state()
+    `main(argv)` (mixed precision, `cpu=True`) would otherwise refuse the next test's different settings. Tests under
+    tests/end_to_end/ run whole inside `fresh_process`, so that what their direct `main(argv)` calls set (logging
+    levels, datasets' verbosity, random states) does not reach later tests."""
+    if END_TO_END_DIR in Path(request.node.path).parents:
+        with fresh_process():
+            yield
+    else:
+        reset_accelerate_state()
+        yield
+        reset_accelerate_state()
 
 
 @contextlib.contextmanager
