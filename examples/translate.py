@@ -23,15 +23,15 @@ Errors (a missing model directory, for example) print one line on stderr and exi
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser
 
 
 PROG = "translate.py"
@@ -138,6 +138,49 @@ def translate_lines(
     return outputs, truncated
 
 
+@dataclass
+class TranslateArguments:
+    """The flags of translate.py (parsed by transformers' `HfArgumentParser`)."""
+
+    model: str = field(
+        metadata={
+            "help": "A save_pretrained model directory or Hub repo id; with --backend ctranslate2, a "
+            "vaswani-export-ct2 directory."
+        }
+    )
+    backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "transformers: the model's generate(); ctranslate2: CTranslate2 (default: %(default)s).",
+            "choices": ("transformers", "ctranslate2"),
+        },
+    )
+    compute_type: str = field(
+        default="default",
+        metadata={
+            "help": "With --backend ctranslate2: CTranslate2's compute type (int8, float32, ...; default: the "
+            "exported one)."
+        },
+    )
+    num_beams: int | None = field(default=None, metadata={"help": "Beam size (default: the generation config)."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Default: the generation config."})
+    max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Padded source tokens per generate() call (default: the model code's DEFAULT_MAX_TOKENS, 4096)."
+        },
+    )
+    batch_size: int | None = field(default=None, metadata={"help": "Sentences per generate() call at most."})
+    buffer_size: int = field(default=1024, metadata={"help": "Lines read, sorted and translated at once."})
+    max_source_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Truncate longer sources to this many tokens, warning once (default: the tokenizer's "
+            "model_max_length)."
+        },
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI (see the module docstring).
 
@@ -146,43 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0; 1 if some line was not valid UTF-8 (every other line was translated); 2 if the model
-        cannot be loaded (one line on stderr). Bad flags exit 2 through argparse.
+        cannot be loaded (one line on stderr). Bad flags exit 2 through `HfArgumentParser` (argparse's error).
     """
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="A save_pretrained model directory or Hub repo id; with --backend ctranslate2, a vaswani-export-ct2 "
-        "directory.",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=("transformers", "ctranslate2"),
-        default="transformers",
-        help="transformers: the model's generate(); ctranslate2: CTranslate2 (default: transformers).",
-    )
-    parser.add_argument(
-        "--compute_type",
-        default="default",
-        help="With --backend ctranslate2: CTranslate2's compute type (int8, float32, ...; default: the exported one).",
-    )
-    parser.add_argument("--num_beams", type=int, default=None, help="Beam size (default: the generation config).")
-    parser.add_argument("--max_new_tokens", type=int, default=None, help="Default: the generation config.")
-    parser.add_argument(
-        "--max_tokens",
-        type=int,
-        default=None,
-        help="Padded source tokens per generate() call (default: the model code's DEFAULT_MAX_TOKENS, 4096).",
-    )
-    parser.add_argument("--batch_size", type=int, default=None, help="Sentences per generate() call at most.")
-    parser.add_argument("--buffer_size", type=int, default=1024, help="Lines read, sorted and translated at once.")
-    parser.add_argument(
-        "--max_source_length",
-        type=int,
-        default=None,
-        help="Truncate longer sources to this many tokens, warning once (default: the tokenizer's model_max_length).",
-    )
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(TranslateArguments, prog=PROG, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     for flag in ("max_tokens", "batch_size", "buffer_size", "max_source_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
