@@ -127,7 +127,8 @@ def test_case8_truncated_weights_name_the_file(saved, tmp_path, capsys):
     from transformers import AutoModelForSeq2SeqLM
 
     from vaswani_transformer import VaswaniTransformerForConditionalGeneration
-    from vaswani_transformer.training import cli, evaluation
+    from vaswani_transformer.command_line import run
+    from vaswani_transformer.training import evaluate_cli
 
     directory, _ = saved
     copy = tmp_path / "model"
@@ -141,10 +142,8 @@ def test_case8_truncated_weights_name_the_file(saved, tmp_path, capsys):
         with pytest.raises(OSError) as error:
             load(copy)
         assert str(error.value).startswith(expected)
-    assert (
-        cli.run(evaluation.main, ["--model", str(copy), "--output_dir", str(tmp_path / "eval")], "vaswani-evaluate")
-        == 2
-    )
+    argv = ["--model", str(copy), "--output_dir", str(tmp_path / "eval")]
+    assert run(evaluate_cli.main, argv, "vaswani-evaluate") == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"vaswani-evaluate: error: cannot load --model {copy}: {expected}")
     assert not (tmp_path / "eval").exists()

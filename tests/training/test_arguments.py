@@ -132,7 +132,7 @@ def test_case8_config_flag_without_a_value_and_typed_values_that_pass(tmp_path):
 
 
 def test_case8_command_line_ints_reject_floats_and_user_errors_are_one_line_exit_2(tmp_path, capsys):
-    from vaswani_transformer.training import cli
+    from vaswani_transformer import command_line as cli
 
     with pytest.raises(SystemExit) as exit_info:  # argparse: "invalid int value", status 2
         parse_arguments(["--output_dir", "x", "--max_steps", "20.7"])
