@@ -68,6 +68,20 @@ class Size:
     # `cpu_kernels: true` trains; Marian and the torch model have no such option.
     cpu_kernels: bool = False
 
+    @classmethod
+    def of(cls, name: str, config: VaswaniTransformerConfig, **settings) -> Size:
+        """The size of `config`'s encoder (N, d_model, h, d_ff) and vocabulary, named `name`; `settings`: the other
+        fields (attention kernel, dropouts, CPU kernels)."""
+        return cls(
+            name,
+            config.d_model,
+            config.encoder_layers,
+            config.encoder_attention_heads,
+            config.encoder_ffn_dim,
+            config.vocab_size,
+            **settings,
+        )
+
     def config(self, training: bool = True) -> VaswaniTransformerConfig:
         """Our config of this size, encoder and decoder alike; every contender is built from it. Dropout P_drop and
         the size's attention and activation dropout when `training`, none otherwise."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
-from vaswani_transformer.training.data import read_lines
+from vaswani_transformer.training.data import DEFAULT_SPLITS, read_lines
 
 from . import CACHE_DIR
 
@@ -59,4 +59,5 @@ def test_pairs(
 ) -> tuple[list[str], list[str]]:
     """The first `count` sources of Multi30k test_2016_flickr and their references (the benchmarked models translate
     English into German). Raises FileNotFoundError naming a missing file."""
-    return tuple(read_lines(data_dir / f"test_2016_flickr.{lang}.gz")[:count] for lang in (source_lang, target_lang))
+    stem = DEFAULT_SPLITS["test"]
+    return tuple(read_lines(data_dir / f"{stem}.{lang}.gz")[:count] for lang in (source_lang, target_lang))

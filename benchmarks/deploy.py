@@ -10,6 +10,7 @@ exactly our fp32 token ids.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import shutil
 import tempfile
@@ -30,7 +31,15 @@ from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 from .data import test_pairs
 from .report import environment, write_report
 from .timing import bf16_supported, paired_speedup, time_interleaved
-from .translation import LENGTH_PENALTY, NUM_BEAMS, hf_translator, strip_eos, translation_arguments, translation_row
+from .translation import (
+    LENGTH_PENALTY,
+    NUM_BEAMS,
+    TranslationArguments,
+    hf_translator,
+    strip_eos,
+    translation_arguments,
+    translation_row,
+)
 
 
 __all__ = ["main", "markdown"]
@@ -50,6 +59,13 @@ CT2_ENGINES = {
 }
 # Must give exactly our fp32 token ids (same math in fp32); the others are compared by BLEU.
 IDENTICAL = ("marian", "ct2_float32", "ct2_float32_x2")
+
+
+@dataclasses.dataclass
+class DeployArguments(TranslationArguments):
+    """`python -m benchmarks.deploy` (benchmarks/README.md)."""
+
+    repeats: int = dataclasses.field(default=2, metadata={"help": "Timed rounds per contender."})
 
 
 def ct2_translate(
@@ -94,6 +110,9 @@ class CTranslate2Process:
         args = (child, str(directory), intra_threads, inter_threads, encoded)
         self.process = context.Process(target=ct2_worker, args=args, daemon=True)
         self.process.start()
+        while not self.connection.poll(1):  # a process that dies while loading never answers
+            if not self.process.is_alive():
+                raise RuntimeError(f"the CTranslate2 process for {directory} ended before it was ready (its stderr)")
         if self.connection.recv() != "ready":
             raise RuntimeError(f"the CTranslate2 process for {directory} did not start")
 
@@ -166,7 +185,7 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """CLI (benchmarks/README.md). Exits non-zero, after writing its results, if CTranslate2 fp32 or Marian ids differ
     from ours."""
-    args = translation_arguments(__doc__.splitlines()[0], argv, repeats=2, quick=(24, 4))
+    args = translation_arguments(DeployArguments, argv, __doc__.split("\n\n")[0], quick=(24, 4))
     started = time.perf_counter()
     threads = torch.get_num_threads()
     ours = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir).eval()

@@ -9,6 +9,7 @@ budget only), `marian` (`convert.to_marian`), `eole` (`benchmarks.eole_peer`, it
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,14 @@ from .data import test_pairs
 from .eole_peer import EOLE_VERSION, EoleTranslator, convert_to_eole, eole_available
 from .report import environment, write_report
 from .timing import bf16_supported, paired_speedup, time_interleaved
-from .translation import LENGTH_PENALTY, NUM_BEAMS, hf_translator, translation_arguments, translation_row
+from .translation import (
+    LENGTH_PENALTY,
+    NUM_BEAMS,
+    TranslationArguments,
+    hf_translator,
+    translation_arguments,
+    translation_row,
+)
 
 
 __all__ = ["main", "markdown"]
@@ -50,6 +58,13 @@ CONTENDERS = ("ours", "ours_bf16", "transformers_loop", "marian", "eole")
 MARIAN_SETTINGS = ("batch 64", f"{DEFAULT_MAX_TOKENS} tokens")  # Marian runs transformers' loop: two rows suffice
 FILE_ORDER_SETTINGS = (64, 256)
 ALL = 10**9  # a token budget no batch reaches: batches limited by sentences only
+
+
+@dataclasses.dataclass
+class GenerationArguments(TranslationArguments):
+    """`python -m benchmarks.generation` (benchmarks/README.md)."""
+
+    device: str = dataclasses.field(default="cpu", metadata={"choices": ["cpu", "cuda"]})
 
 
 def eole_translator(peer: EoleTranslator, encoded: list[list[int]], batching: str, size: int, outputs: dict):
@@ -117,7 +132,7 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """CLI (benchmarks/README.md). Exits non-zero, after writing its results, if our token ids differ from
     transformers' loop's."""
-    args = translation_arguments(__doc__.splitlines()[0], argv, repeats=3, quick=(40, 8), device=True)
+    args = translation_arguments(GenerationArguments, argv, __doc__.split("\n\n")[0], quick=(40, 8))
     started = time.perf_counter()
     ours = VaswaniTransformerForConditionalGeneration.from_pretrained(args.model_dir).eval().to(args.device)
     tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(args.model_dir)

@@ -1,6 +1,6 @@
 """Peak memory of one measurement, each in a fresh worker process so that no earlier allocation hides it.
 
-A worker is started from the repository root as `python -m benchmarks.memory '<JSON list of specs>' [--threads N]`
+A worker is started from the repository root as `python -m benchmarks.memory --specs '<JSON list>' [--threads N]`
 and prints a JSON list with one result per spec on its last line. A spec names its task ("train": one training step
 of a contender; "generate": one beam-search batch; "encoder": one encoder forward) and its settings; see `measure`.
 On CPU the peak is the kernel's peak RSS (VmHWM, reset before each measurement), on CUDA the allocator's peak.
@@ -8,7 +8,6 @@ On CPU the peak is the kernel's peak RSS (VmHWM, reset before each measurement),
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -22,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from transformers import HfArgumentParser
 
 from . import REPO_ROOT
 from .contenders import CONTENDERS, Size, build_contender, make_training_step, prepared_batch, translation_models
@@ -164,7 +164,7 @@ def run_workers(specs: list[dict], fresh: bool, parallel: int, threads: int | No
 
     def run(group: list[dict]) -> list[dict]:
         completed = subprocess.run(
-            [sys.executable, "-m", "benchmarks.memory", json.dumps(group)]
+            [sys.executable, "-m", "benchmarks.memory", "--specs", json.dumps(group)]
             + ([] if threads is None else ["--threads", str(threads)]),
             capture_output=True,
             text=True,
@@ -259,11 +259,17 @@ def memory_section(run_plan, device: str, data_dir: Path, model_dir: str | None,
     return section
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Measure the peak memory of each spec (a JSON list) in turn.")
-    parser.add_argument("specs", help="JSON list of specs; see `measure`.")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
-    args = parser.parse_args()
+@dataclasses.dataclass
+class WorkerArguments:
+    """A memory worker's command line (`run_workers` writes it)."""
+
+    specs: str = dataclasses.field(metadata={"help": "JSON list of specs; see `measure`."})
+    threads: int | None = dataclasses.field(default=None, metadata={"help": "torch threads (default: torch's)."})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure the peak memory of each spec in turn; print the results as one JSON line."""
+    (args,) = HfArgumentParser(WorkerArguments).parse_args_into_dataclasses(args=argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(json.dumps([measure(spec) for spec in json.loads(args.specs)]))

@@ -7,7 +7,6 @@ noise): MarianMT with the paper's math and the same model on `torch.nn.Transform
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import time
@@ -15,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from transformers import HfArgumentParser
 
+from vaswani_transformer import VaswaniTransformerConfig
 from vaswani_transformer.training.allocator import keep_freed_memory
-from vaswani_transformer.training.arguments import TrainingArguments, read_config_file
+from vaswani_transformer.training.arguments import ARCHITECTURE_FIELDS, TrainingArguments, read_config_file
 from vaswani_transformer.training.batching import non_pad_tokens
 from vaswani_transformer.training.data import default_data_dir
 
@@ -63,27 +64,19 @@ class Plan:
     fresh_process_per_measurement: bool
 
 
-def cpu_preset(vocab_size: int, device: str) -> tuple[Size, int]:
-    """The Multi30k CPU preset's size, attention kernel, attention and activation dropout and CPU kernels (on CPU
-    only), and its `max_tokens` (padded tokens per side of a batch), read from `benchmarks.CPU_PRESET`.
+def cpu_preset(device: str) -> tuple[Size, int]:
+    """The Multi30k CPU preset's size and vocabulary, attention kernel, attention and activation dropout and CPU
+    kernels (on CPU only), and its `max_tokens` (padded tokens per side of a batch), read from `benchmarks.CPU_PRESET`.
 
     Raises:
         FileNotFoundError, ValueError: from `read_config_file`, naming the file.
     """
     values = read_config_file(CPU_PRESET)
-    size = Size(
-        "multi30k_cpu",
-        values["d_model"],
-        values["encoder_layers"],
-        values["encoder_attention_heads"],
-        values["encoder_ffn_dim"],
-        vocab_size,
-        values["attn_implementation"],
-        values["attention_dropout"],
-        values["activation_dropout"],
-        cpu_kernels=device == "cpu" and values.get("cpu_kernels", TrainingArguments.cpu_kernels),
-    )
-    return size, values["max_tokens"]
+    architecture = {name: values[name] for name in ARCHITECTURE_FIELDS if name in values}
+    config = VaswaniTransformerConfig(vocab_size=values["vocab_size"], **architecture)  # the tokenizer's vocabulary
+    settings = {name: values[name] for name in ("attn_implementation", "attention_dropout", "activation_dropout")}
+    cpu_kernels = device == "cpu" and values.get("cpu_kernels", TrainingArguments.cpu_kernels)
+    return Size.of("multi30k_cpu", config, cpu_kernels=cpu_kernels, **settings), values["max_tokens"]
 
 
 def plan(quick: bool, device: str) -> Plan:
@@ -107,18 +100,17 @@ def plan(quick: bool, device: str) -> Plan:
             fresh_process_per_measurement=False,  # one worker for all: importing torch dominates a smoke run
         )
     cuda = device == "cuda"
-    vocab = 8000
-    preset, preset_tokens = cpu_preset(vocab, device)
-    # Base: the paper's vocabulary of 37000 (§5.1), so that the output projection costs what it costs there;
-    # the batch's ids come from the 8000-token Multi30k tokenizer. On CPU with the CPU preset's kernels.
-    base = Size("base", 512, 6, 8, 2048, 37000, cpu_kernels=preset.cpu_kernels)
+    preset, preset_tokens = cpu_preset(device)
+    # Base: Table 3's base model with the paper's vocabulary of 37000 (§5.1), so that the output projection costs
+    # what it costs there; the batch's ids come from the preset's Multi30k tokenizer. On CPU with its kernels.
+    base = Size.of("base", VaswaniTransformerConfig.base(), cpu_kernels=preset.cpu_kernels)
     # On CPU, bf16 at the base size also with eager attention (ours and Marian alike), the kernel the CPU presets
     # train with: on short sentences PyTorch's CPU flash-attention backward takes a large share of an SDPA step.
     base_eager = dataclasses.replace(base, name="base_eager", attn_implementation="eager")
     return Plan(
         repeats=9,  # odd, for a true median; many, because a shared machine's step times swing between rounds
         tokenizer_sentences=29000,
-        tokenizer_vocab=vocab,
+        tokenizer_vocab=preset.vocab_size,
         sizes=(preset, base) if cuda else (preset, base_eager, base),  # [-1]: the targets' size
         # The preset's batch as it trains; base at 1024 tokens per side keeps a CPU run within minutes.
         train_tokens={preset.name: preset_tokens, base.name: 4096 if cuda else 1024, base_eager.name: 1024},
@@ -264,25 +256,35 @@ def translation_section(args, run_plan: Plan, tokenizer) -> dict:
 # Main ----------------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Tiny sizes, 2 repeats, short lengths: a smoke run.")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--output", default=str(RESULTS_DIR))
-    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
-    parser.add_argument(
-        "--model_dir",
+@dataclasses.dataclass
+class RunArguments:
+    """`python -m benchmarks.run` (benchmarks/README.md)."""
+
+    quick: bool = dataclasses.field(default=False, metadata={"help": "Tiny sizes, 2 repeats: a smoke run."})
+    device: str = dataclasses.field(default="cpu", metadata={"choices": ["cpu", "cuda"]})
+    output: str = str(RESULTS_DIR)
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir, metadata={"help": "The Multi30k folder."})
+    model_dir: str | None = dataclasses.field(
         default=None,
-        help="A trained model (post-norm; e.g. outputs/multi30k_en_de_cpu) for the translation sections, with its "
-        "Marian twin from to_marian; default: a random Marian of the CPU preset size and its conversion.",
+        metadata={
+            "help": "A trained model (post-norm; e.g. outputs/multi30k_en_de_cpu) for the translation sections, with "
+            "its Marian twin from to_marian; default: a random Marian of the CPU preset size and its conversion."
+        },
     )
-    parser.add_argument(
-        "--keep_freed_memory",
-        action="store_true",
-        help="CPU: time training and translation with glibc malloc keeping freed memory, as training/train.py runs "
-        "on CPU (for every contender), and add -keep-freed-memory to the report's name. Default: malloc's defaults.",
+    keep_freed_memory: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "CPU: time training and translation with glibc malloc keeping freed memory, as training/train.py "
+            "runs on CPU (for every contender), and add -keep-freed-memory to the report's name."
+        },
     )
-    args = parser.parse_args()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (benchmarks/README.md). Exits non-zero, after writing its results, if ours and Marian translate
+    differently."""
+    parser = HfArgumentParser(RunArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     if args.keep_freed_memory and args.device != "cpu":
         parser.error("--keep_freed_memory is a setting of glibc malloc for CPU runs; drop it with --device cuda")
     if args.quick:

@@ -3,7 +3,7 @@ Multi30k train (how to run it, the contenders and the goal: benchmarks/README.md
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -14,6 +14,7 @@ from pathlib import Path
 import tokenizers
 import transformers
 from tokenizers.models import WordLevel
+from transformers import HfArgumentParser
 
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.data import default_data_dir, iter_texts, load_parallel_dataset
@@ -25,13 +26,20 @@ from .timing import time_interleaved
 __all__ = ["main"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", default=str(default_data_dir()))
-    parser.add_argument("--tokenizer_dir", default=None, help="A saved tokenizer; default: train 8000 tokens.")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", default=str(RESULTS_DIR), help="Folder of the tokenizer_<hostname>.json.")
-    args = parser.parse_args()
+@dataclasses.dataclass
+class TokenizerArguments:
+    """`python -m benchmarks.tokenizer_throughput` (benchmarks/README.md)."""
+
+    data_dir: str = dataclasses.field(default_factory=lambda: str(default_data_dir()))
+    tokenizer_dir: str | None = dataclasses.field(default=None, metadata={"help": "Default: train 8000 tokens."})
+    repeats: int = 5
+    output: str = dataclasses.field(default=str(RESULTS_DIR), metadata={"help": "Folder of the results file."})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (benchmarks/README.md)."""
+    parser = HfArgumentParser(TokenizerArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
 
     raw = load_parallel_dataset("en", "de", data_dir=args.data_dir, splits={"train": "train"})["train"]
     texts = list(iter_texts(raw, ("en", "de")))

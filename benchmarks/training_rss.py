@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from transformers import HfArgumentParser
+
 from vaswani_transformer.training.bleu_curve import log_records
 
-from . import REPO_ROOT, RESULTS_DIR
+from . import CPU_PRESET, REPO_ROOT, RESULTS_DIR
 from .report import machine_name, target, write_report
 
 
@@ -141,27 +143,35 @@ def plot(curves: dict[str, list[tuple[int, float, float]]], title: str, path: Pa
     pyplot.close(figure)
 
 
+@dataclasses.dataclass
+class TrainingRssArguments:
+    """`python -m benchmarks.training_rss [flags] [-- more training/train.py arguments]` (benchmarks/README.md)."""
+
+    log: Path | None = dataclasses.field(default=None, metadata={"help": "Check this run's log.jsonl (no training)."})
+    config: Path = dataclasses.field(default=CPU_PRESET, metadata={"help": "The preset to train (without --log)."})
+    max_steps: int = dataclasses.field(default=20000, metadata={"help": "Optimizer steps to train (without --log)."})
+    threads: int = dataclasses.field(default=2, metadata={"help": "CPU threads of the training process."})
+    start_minutes: float = dataclasses.field(default=5.0, metadata={"help": "Growth is measured from this minute."})
+    output: str = str(RESULTS_DIR)
+    plot: Path | None = dataclasses.field(default=None, metadata={"help": "Also draw RSS against minutes (PNG)."})
+    label: str | None = dataclasses.field(default=None, metadata={"help": "The run's name in the plot."})
+    compare: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={
+            "help": "LABEL=LOG: another run's log.jsonl drawn beside it in the plot (not checked); repeatable.",
+            "action": "extend",
+        },
+    )
+    title: str = "Resident memory during training (2 CPU cores)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI (benchmarks/README.md). Returns the exit status: 0 if every target holds, else 1."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log", type=Path, help="Check this run's log.jsonl instead of training.")
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / "training/configs/multi30k_en_de_cpu.yaml")
-    parser.add_argument("--max_steps", type=int, default=20000, help="Optimizer steps to train (without --log).")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads of the training process.")
-    parser.add_argument("--start_minutes", type=float, default=5.0, help="Growth is measured from this minute.")
-    parser.add_argument("--output", default=str(RESULTS_DIR))
-    parser.add_argument("--plot", type=Path, help="Also draw RSS against minutes into this PNG.")
-    parser.add_argument("--label", help="The run's name in the plot (default: its folder or config).")
-    parser.add_argument(
-        "--compare",
-        action="append",
-        default=[],
-        metavar="LABEL=LOG",
-        help="Another run's log.jsonl drawn beside it in the plot (not checked), e.g. one from before a fix.",
-    )
-    parser.add_argument("--title", default="Resident memory during training (2 CPU cores)")
-    parser.add_argument("train_args", nargs="*", help="After `--`: more training/train.py arguments.")
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(TrainingRssArguments, description=__doc__.split("\n\n")[0])
+    args, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if rest and rest[0] != "--":
+        parser.error(f"unrecognized arguments: {' '.join(rest)} (training/train.py arguments go after --)")
+    train_args = rest[1:]
     if args.log is None and args.max_steps <= 0:
         parser.error(f"--max_steps must be positive, got {args.max_steps}")
     if args.log is not None and not args.log.is_file():
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="training-rss-") as scratch:
         if args.log is None:
-            log = train(args.config, args.max_steps, Path(scratch) / "run", args.threads, args.train_args)
+            log = train(args.config, args.max_steps, Path(scratch) / "run", args.threads, train_args)
             run, name = f"`{args.config.name}`, {args.max_steps} steps", f"{args.config.stem}-{args.max_steps}steps"
         else:
             log, run, name = args.log, f"`{args.log}`", args.log.resolve().parent.name

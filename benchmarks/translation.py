@@ -3,12 +3,13 @@ adapter that translates with `generate()`, and one row of results (speed, BLEU) 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import sacrebleu
 import torch
+from transformers import HfArgumentParser
 
 from vaswani_transformer.training.arguments import TrainingArguments
 from vaswani_transformer.training.data import default_data_dir
@@ -21,6 +22,7 @@ from .timing import medians, synchronize
 __all__ = [
     "LENGTH_PENALTY",
     "NUM_BEAMS",
+    "TranslationArguments",
     "bleu",
     "hf_translator",
     "strip_eos",
@@ -49,9 +51,11 @@ def hf_translator(
     **generate_kwargs,
 ) -> Callable[[], None]:
     """A callable that translates `encoded` (source ids) in `batches` (lists of indices) with `model.generate`: beam
-    `num_beams`, length penalty 0.6, early stopping, `max_new_tokens` = longest source of the batch + 50 as
+    `num_beams` (with length penalty 0.6 and early stopping), `max_new_tokens` = longest source of the batch + 50 as
     `vaswani-evaluate` (unless given), and `generate_kwargs` (e.g. `custom_generate`). It stores the generated ids
     of each sentence, without the start token and from the first EOS on, in `outputs["ids"]` (input order)."""
+
+    beam = {"length_penalty": LENGTH_PENALTY, "early_stopping": True} if num_beams > 1 else {}  # greedy: neither
 
     def run() -> None:
         result: list[list[int]] = [[] for _ in encoded]
@@ -61,8 +65,7 @@ def hf_translator(
                 generated = model.generate(  # (batch, out_len)
                     **batch,
                     num_beams=num_beams,
-                    length_penalty=LENGTH_PENALTY,
-                    early_stopping=True,
+                    **beam,
                     do_sample=False,
                     max_new_tokens=max_new_tokens or batch["input_ids"].shape[1] + EXTRA_OUTPUT_TOKENS,
                     **generate_kwargs,
@@ -96,29 +99,30 @@ def translation_row(
     }
 
 
-def translation_arguments(
-    description: str, argv: list[str] | None, repeats: int, quick: tuple[int, int], device: bool = False
-) -> argparse.Namespace:
-    """Parse the arguments the translation benchmarks share: `--model_dir`, `--data_dir`, `--output`, `--repeats`
-    (default `repeats` rounds), `--sentences`, `--batch1_sentences` and `--quick`, which sets
-    `(sentences, batch1_sentences) = quick`, one round and one torch thread; `device` adds `--device cpu|cuda`.
+@dataclasses.dataclass
+class TranslationArguments:
+    """The command line the translation benchmarks share (benchmarks/README.md)."""
+
+    model_dir: str = dataclasses.field(metadata={"help": "A trained model directory (save_pretrained)."})
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir, metadata={"help": "The Multi30k folder."})
+    output: str = str(RESULTS_DIR)
+    repeats: int = dataclasses.field(default=3, metadata={"help": "Timed rounds per contender."})
+    sentences: int = dataclasses.field(default=1000, metadata={"help": "test_2016_flickr sentences (1,000 in all)."})
+    batch1_sentences: int = dataclasses.field(default=200, metadata={"help": "Sentences timed at batch size 1."})
+    quick: bool = dataclasses.field(
+        default=False, metadata={"help": "A smoke run: a few sentences, one round, one torch thread."}
+    )
+
+
+def translation_arguments(arguments_class: type, argv: list[str] | None, description: str, quick: tuple[int, int]):
+    """Parse `argv` into `arguments_class` (a `TranslationArguments`) with transformers' `HfArgumentParser`;
+    `--quick` sets `(sentences, batch1_sentences) = quick`, one round and one torch thread, and `--device cuda`
+    (where the class has it) fp32 matmuls without TF32.
 
     Raises:
         SystemExit: argparse's (exit status 2), naming the flag at fault.
     """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model_dir", required=True, help="A trained model directory (save_pretrained).")
-    if device:
-        parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
-    parser.add_argument("--output", default=str(RESULTS_DIR))
-    parser.add_argument("--repeats", type=int, default=repeats, help="Timed rounds per contender.")
-    parser.add_argument("--sentences", type=int, default=1000, help="test_2016_flickr sentences (1,000 in all).")
-    parser.add_argument("--batch1_sentences", type=int, default=200, help="Sentences timed at batch size 1.")
-    parser.add_argument(
-        "--quick", action="store_true", help=f"A smoke run: {quick[0]} sentences ({quick[1]} at batch 1), 1 round."
-    )
-    args = parser.parse_args(argv)
+    (args,) = HfArgumentParser(arguments_class, description=description).parse_args_into_dataclasses(args=argv)
     if args.quick:
         (args.sentences, args.batch1_sentences), args.repeats = quick, 1
         torch.set_num_threads(1)  # as `benchmarks.run --quick`: one thread is robust on a busy machine

@@ -10,13 +10,15 @@ tokens/s per process leaves the GPU waiting on nothing. Prints one JSON line (`b
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from transformers import HfArgumentParser
 
 from .. import REPO_ROOT
 from . import base_preset
@@ -85,17 +87,23 @@ def collator_throughput(parquet_dir: Path, tokenizer_dir: Path, env: dict, batch
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI (benchmarks/README.md)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset_name", required=True, help="The corpus (Parquet folder, Hub layout).")
-    parser.add_argument("--dataset_config_name", default="de-en")
-    parser.add_argument("--tokenizer", required=True, help="A saved tokenizer (a training run's output_dir).")
-    parser.add_argument("--batches", type=int, default=500, help="Batches timed per setting, after 20 warm-up.")
-    parser.add_argument(
-        "--max_tokens", type=int, default=base_preset()["max_tokens"], help="Tokens per side per batch (base preset)."
+@dataclasses.dataclass
+class CollatorArguments:
+    """`python -m benchmarks.scale.collator` (the module docstring)."""
+
+    dataset_name: str = dataclasses.field(metadata={"help": "The corpus (Parquet folder, Hub layout)."})
+    tokenizer: str = dataclasses.field(metadata={"help": "A saved tokenizer (a training run's output_dir)."})
+    dataset_config_name: str = "de-en"
+    batches: int = dataclasses.field(default=500, metadata={"help": "Batches timed per setting, after 20 warm-up."})
+    max_tokens: int = dataclasses.field(
+        default_factory=lambda: base_preset()["max_tokens"], metadata={"help": "Tokens per side per batch."}
     )
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI (the module docstring)."""
+    parser = HfArgumentParser(CollatorArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     results = measure(args.dataset_name, args.dataset_config_name, args.tokenizer, args.batches, args.max_tokens)
     print(json.dumps(results))
 

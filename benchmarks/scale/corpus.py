@@ -9,7 +9,7 @@ WMT-like lengths. Validation and test are Multi30k's own. Pairs are generated in
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -19,8 +19,9 @@ from pathlib import Path
 import datasets
 import numpy as np
 import yaml
+from transformers import HfArgumentParser
 
-from vaswani_transformer.training.data import default_data_dir, load_parallel_dataset
+from vaswani_transformer.training.data import DEFAULT_SPLITS, default_data_dir, load_parallel_dataset
 
 
 __all__ = ["EXTRA_PIECES_MEAN", "FORMATS", "MAX_PIECES", "build_corpus", "hub_config_name", "main", "synthetic_chunks"]
@@ -28,7 +29,7 @@ __all__ = ["EXTRA_PIECES_MEAN", "FORMATS", "MAX_PIECES", "build_corpus", "hub_co
 EXTRA_PIECES_MEAN = 0.85  # mean Multi30k sentences joined beyond the first (Poisson): ~1.85 a pair, ~22 EN words
 MAX_PIECES = 6  # at most this many Multi30k sentences in one pair (~80 words, WMT's long tail)
 FORMATS = ("text", "jsonl", "parquet", "arrow")
-SPLIT_STEMS = {"validation": "val", "test": "test_2016_flickr"}  # Multi30k file stems of the held-out splits
+SPLIT_STEMS = {split: stem for split, stem in DEFAULT_SPLITS.items() if split != "train"}  # held-out Multi30k files
 
 
 def synthetic_chunks(
@@ -177,17 +178,23 @@ def build_corpus(
     return stats
 
 
+@dataclasses.dataclass
+class CorpusArguments:
+    """`python -m benchmarks.scale.corpus` (benchmarks/README.md)."""
+
+    output: Path = dataclasses.field(metadata={"help": "A new folder (a temp folder, not the repo)."})
+    pairs: int = dataclasses.field(default=1_000_000, metadata={"help": "Training pairs (1M; WMT14 EN-DE has 4.5M)."})
+    formats: list[str] = dataclasses.field(default_factory=lambda: list(FORMATS), metadata={"choices": FORMATS})
+    source_lang: str = "en"
+    target_lang: str = "de"
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir, metadata={"help": "The Multi30k folder."})
+    seed: int = 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI (benchmarks/README.md): build the corpus, print its statistics."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=1_000_000, help="Training pairs (1M; WMT14 EN-DE has 4.5M).")
-    parser.add_argument("--output", type=Path, required=True, help="A new folder (a temp folder, not the repo).")
-    parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
-    parser.add_argument("--source_lang", default="en")
-    parser.add_argument("--target_lang", default="de")
-    parser.add_argument("--data_dir", type=Path, default=default_data_dir(), help="The Multi30k folder.")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(CorpusArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     try:  # build_corpus checks every argument before it writes anything
         stats = build_corpus(
             args.output,

@@ -3,7 +3,7 @@ tokens/s, MFU against the measured bf16 peak, memory, loss, test BLEU (phases an
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from transformers import HfArgumentParser
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
@@ -114,18 +115,24 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclasses.dataclass
+class GpuArguments:
+    """`python -m benchmarks.scale.gpu` (benchmarks/README.md)."""
+
+    phase: str = dataclasses.field(default="all", metadata={"choices": ["prepare", "train", "all"]})
+    pairs: int = dataclasses.field(default=4_500_000, metadata={"help": "Synthetic corpus size (WMT14 EN-DE: 4.5M)."})
+    steps: int = dataclasses.field(default=2000, metadata={"help": "Optimizer steps of the train phase."})
+    max_tokens: int = dataclasses.field(default=25_000, metadata={"help": "Tokens per side per step (one GPU)."})
+    max_train_minutes: float = dataclasses.field(default=7.0, metadata={"help": "Safety stop of the train phase."})
+    skip_steps: int = dataclasses.field(default=200, metadata={"help": "Log lines up to this step are warm-up."})
+    work_dir: Path = dataclasses.field(default=Path("/tmp/vaswani-gpu"), metadata={"help": "Corpus, cache, runs."})
+    output: Path = dataclasses.field(default=RESULTS_DIR, metadata={"help": "Where the results files go."})
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI (benchmarks/README.md)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phase", choices=("prepare", "train", "all"), default="all")
-    parser.add_argument("--pairs", type=int, default=4_500_000, help="Synthetic corpus size (WMT14 EN-DE: 4.5M).")
-    parser.add_argument("--steps", type=int, default=2000, help="Optimizer steps of the train phase.")
-    parser.add_argument("--max_tokens", type=int, default=25_000, help="Tokens per side per step (one GPU).")
-    parser.add_argument("--max_train_minutes", type=float, default=7.0, help="Safety stop of the train phase.")
-    parser.add_argument("--skip_steps", type=int, default=200, help="Log lines up to this step are warm-up.")
-    parser.add_argument("--work_dir", type=Path, default=Path("/tmp/vaswani-gpu"), help="Corpus, cache, runs.")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="Where the results files go.")
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(GpuArguments, description=__doc__.split("\n\n")[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
     if not torch.cuda.is_available():
         parser.error("no CUDA device: this benchmark measures one GPU")
     corpus, cache = args.work_dir / f"corpus-{args.pairs}", args.work_dir / f"cache-{args.pairs}"

@@ -4,7 +4,7 @@ targets and results: benchmarks/README.md)."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import re
@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psutil
+from transformers import HfArgumentParser
 
 from .. import BASE_PRESET, REPO_ROOT, RESULTS_DIR
 from ..report import machine_name, target, write_report
@@ -142,15 +143,22 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclasses.dataclass
+class ScaleArguments:
+    """`python -m benchmarks.scale.run` (benchmarks/README.md)."""
+
+    pairs: list[int] = dataclasses.field(
+        default_factory=lambda: [1_000_000, 4_500_000], metadata={"help": "Corpus sizes."}
+    )
+    steps: int = dataclasses.field(default=20, metadata={"help": "Optimizer steps per launch (base model, CPU)."})
+    max_tokens: int = dataclasses.field(default=1024, metadata={"help": "Tokens per side per batch (CPU steps)."})
+    work_dir: Path = dataclasses.field(default=Path("/tmp/vaswani-scale"), metadata={"help": "Corpora, caches, runs."})
+    output: Path = dataclasses.field(default=RESULTS_DIR, metadata={"help": "Where the results files go."})
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI (benchmarks/README.md)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 4_500_000], help="Corpus sizes.")
-    parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per launch (base model, CPU).")
-    parser.add_argument("--max_tokens", type=int, default=1024, help="Tokens per side per batch for the CPU steps.")
-    parser.add_argument("--work_dir", type=Path, default=Path("/tmp/vaswani-scale"), help="Corpora, caches, runs.")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="Where the results files go.")
-    args = parser.parse_args(argv)
+    (args,) = HfArgumentParser(ScaleArguments, description=__doc__.split("\n\n")[0]).parse_args_into_dataclasses(argv)
     results = {"machine": machine_name("cpu"), "steps": args.steps, "max_tokens": args.max_tokens, "sizes": []}
     for pairs in args.pairs:
         corpus = args.work_dir / f"corpus-{pairs}"

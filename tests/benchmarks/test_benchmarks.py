@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from benchmarks.data import training_batch
-from benchmarks.timing import paired_speedup
+from benchmarks.timing import medians, paired_speedup, time_interleaved
 from vaswani_transformer.training.batching import non_pad_tokens
 
 
@@ -122,6 +122,20 @@ def test_paired_speedup_quartiles_stay_within_the_ratios_with_two_rounds():
     (statistics.quantiles' default method gave a negative q1 of two positive ratios)."""
     paired = paired_speedup({"ours": [1.0, 1.0], "marian": [0.5, 3.0]}, "marian")
     assert 0.5 <= paired["q1"] <= paired["median"] <= paired["q3"] <= 3.0
+
+
+def test_interleaved_rounds_warm_up_then_take_returned_seconds_or_wall_time():
+    """One warm-up (the contenders themselves, or the given callables), then every contender once per round; a
+    contender that returns a float (one timed in another process) is credited those seconds."""
+    calls = []
+    contenders = {"here": lambda: calls.append("here"), "elsewhere": lambda: calls.append("elsewhere") or 2.5}
+    times = time_interleaved(contenders, repeats=2)
+    assert calls == ["here", "elsewhere"] * 3 and times["elsewhere"] == [2.5, 2.5]
+    assert all(0 <= seconds < 1 for seconds in times["here"])
+    calls.clear()
+    times = time_interleaved(contenders, repeats=1, warm_up={"few": lambda: calls.append("few")})
+    assert calls == ["few", "here", "elsewhere"] and len(times["here"]) == 1 and "few" not in times
+    assert medians({"a": [3.0, 1.0, 2.0]}) == {"a": 2.0}
 
 
 def test_quick_generation_benchmark_writes_its_table(tmp_path, multi30k_dir, small_tokenizer):
