@@ -14,13 +14,15 @@ from . import CACHE_DIR
 
 __all__ = ["load_tokenizer", "training_batch", "translation_sentences"]
 
+TRAIN = DEFAULT_SPLITS["train"]  # the Multi30k training files' stem
+
 
 def load_tokenizer(data_dir: Path, sentences: int, vocab_size: int) -> VaswaniTransformerTokenizerFast:
     """The shared BPE learnt from the first `sentences` Multi30k train pairs (EN + DE), cached in benchmarks/.cache."""
     cache = CACHE_DIR / f"tokenizer_multi30k_{sentences}_{vocab_size}"
     if (cache / "tokenizer.json").is_file():
         return VaswaniTransformerTokenizerFast.from_pretrained(cache)
-    texts = read_lines(data_dir / "train.en.gz")[:sentences] + read_lines(data_dir / "train.de.gz")[:sentences]
+    texts = [text for lang in ("en", "de") for text in read_lines(data_dir / f"{TRAIN}.{lang}.gz")[:sentences]]
     tokenizer = VaswaniTransformerTokenizerFast.train_from_iterator(texts, vocab_size)
     tokenizer.save_pretrained(cache)
     return tokenizer
@@ -36,8 +38,7 @@ def training_batch(tokenizer, data_dir: Path, tokens_per_side: int, pool: int | 
     Returns:
         `input_ids`, `attention_mask` `(batch, src_len)`; `labels` `(batch, tgt_len)` with -100 at padding.
     """
-    sources = read_lines(data_dir / "train.en.gz")[:pool]
-    targets = read_lines(data_dir / "train.de.gz")[:pool]
+    sources, targets = (read_lines(data_dir / f"{TRAIN}.{lang}.gz")[:pool] for lang in ("en", "de"))
     encoded = tokenizer(sources, text_target=targets)
     lengths_src = [len(ids) for ids in encoded["input_ids"]]
     lengths_tgt = [len(ids) for ids in encoded["labels"]]

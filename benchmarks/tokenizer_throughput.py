@@ -17,9 +17,10 @@ from tokenizers.models import WordLevel
 from transformers import HfArgumentParser
 
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
+from vaswani_transformer.training.arguments import read_config_file
 from vaswani_transformer.training.data import default_data_dir, iter_texts, load_parallel_dataset
 
-from . import RESULTS_DIR
+from . import CPU_PRESET, RESULTS_DIR
 from .timing import time_interleaved
 
 
@@ -31,7 +32,9 @@ class TokenizerArguments:
     """`python -m benchmarks.tokenizer_throughput` (benchmarks/README.md)."""
 
     data_dir: str = dataclasses.field(default_factory=lambda: str(default_data_dir()))
-    tokenizer_dir: str | None = dataclasses.field(default=None, metadata={"help": "Default: train 8000 tokens."})
+    tokenizer_dir: str | None = dataclasses.field(
+        default=None, metadata={"help": "Default: train one of the CPU preset's vocabulary size."}
+    )
     repeats: int = 5
     output: str = dataclasses.field(default=str(RESULTS_DIR), metadata={"help": "Folder of the results file."})
 
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     raw = load_parallel_dataset("en", "de", data_dir=args.data_dir, splits={"train": "train"})["train"]
     texts = list(iter_texts(raw, ("en", "de")))
     if args.tokenizer_dir is None:
-        tokenizer = VaswaniTransformerTokenizerFast.train_from_iterator(texts, 8000)
+        vocab_size = read_config_file(CPU_PRESET)["vocab_size"]
+        tokenizer = VaswaniTransformerTokenizerFast.train_from_iterator(texts, vocab_size)
     else:
         tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(args.tokenizer_dir)
     bare = tokenizers.Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
