@@ -22,9 +22,9 @@ import ctranslate2
 import torch
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
+from vaswani_transformer.batching_vaswani_transformer import length_sorted_batches
 from vaswani_transformer.convert import to_marian
 from vaswani_transformer.export import Translator, export_ctranslate2
-from vaswani_transformer.generation_vaswani_transformer import length_sorted_batches
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.evaluation import EXTRA_OUTPUT_TOKENS
 

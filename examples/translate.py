@@ -10,7 +10,7 @@ truncation, the output format, errors) is the same as with the default backend, 
 
 Lines are read `--buffer_size` at a time; each buffer is translated longest sentence first, in batches of at most
 `--max_tokens` padded source tokens (and `--batch_size` sentences, if given), with the batching of the model's own
-code (`length_sorted_batches` in the saved `generation_vaswani_transformer.py`), and written in input order.
+code (`length_sorted_batches` in the saved `batching_vaswani_transformer.py`), and written in input order.
 
 Each input line gives exactly one output line, in order: an empty line gives an empty line, a newline inside a
 translation is written as a space. Input is read as bytes and decoded line by line (UTF-8; a `\\r\\n` ending is
@@ -77,7 +77,7 @@ def chunks(lines: Iterable[Line], size: int) -> Iterator[list[Line]]:
 
 
 def model_code(model, name: str):
-    """The module `name` of the code saved beside the model (e.g. `generation_vaswani_transformer`), imported from
+    """The module `name` of the code saved beside the model (e.g. `batching_vaswani_transformer`), imported from
     the package its class was loaded from: the model's own remote code, or the installed `vaswani_transformer`."""
     return importlib.import_module(f"{type(model).__module__.rpartition('.')[0]}.{name}")
 
@@ -88,10 +88,10 @@ def transformers_generate(
 ) -> list[list[int]]:
     """`model.generate()` on `encoded` source ids, longest first in batches of at most `max_tokens` padded source
     tokens (default: the model code's `DEFAULT_MAX_TOKENS`) and `batch_size` sentences; ids in input order."""
-    generation = model_code(model, "generation_vaswani_transformer")
+    batching = model_code(model, "batching_vaswani_transformer")
     outputs: list[list[int]] = [[] for _ in encoded]
-    budget = max_tokens or generation.DEFAULT_MAX_TOKENS
-    for batch in generation.length_sorted_batches([len(ids) for ids in encoded], budget, batch_size):
+    budget = max_tokens or batching.DEFAULT_MAX_TOKENS
+    for batch in batching.length_sorted_batches([len(ids) for ids in encoded], budget, batch_size):
         inputs = tokenizer.pad({"input_ids": [encoded[j] for j in batch]}, return_tensors="pt")
         generated = model.generate(**inputs.to(model.device), **generate_kwargs)  # (batch, out_len)
         for j, ids in zip(batch, generated.tolist(), strict=True):

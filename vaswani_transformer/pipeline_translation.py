@@ -37,7 +37,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from .batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 
 
 __all__ = [

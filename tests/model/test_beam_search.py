@@ -18,7 +18,7 @@ from transformers import GenerationMixin
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer import generation_vaswani_transformer as generation
-from vaswani_transformer.generation_vaswani_transformer import length_sorted_batches, pack_token_batches
+from vaswani_transformer.batching_vaswani_transformer import length_sorted_batches, pack_token_batches
 
 
 Model = VaswaniTransformerForConditionalGeneration

@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import BLOCK_PACKAGE_IMPORT, generate_texts, save_tiny_translation_model
 
-from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.pipeline_translation import (
     TranslationPipeline,
     save_translation_pipeline,

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from ..batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from ..pipeline_translation import TRUNCATION_WARNING, _positive_int
 from ..tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from .conversion import COMMAND, EXPORT_INFO_FILE, import_ctranslate2, vocabulary

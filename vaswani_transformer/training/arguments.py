@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS
 from vaswani_transformer.configuration_vaswani_transformer import VaswaniTransformerConfig
-from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS
 
 
 # Attention kernels a model trains with (transformers' `attn_implementation` names); both are Eq. 1.

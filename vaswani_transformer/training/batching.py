@@ -5,7 +5,7 @@ sentence pairs containing approximately 25000 source tokens and 25000 target tok
 
 `TokenBatchSampler` follows fairseq's `batch_by_size`: order the pairs by length (randomly broken ties), cut the
 ordered list greedily into batches whose *padded* source and target sizes both stay within `max_tokens` (the
-package's one packing rule, `generation_vaswani_transformer.token_batch_bounds`), then shuffle the order of the
+package's one packing rule, `batching_vaswani_transformer.token_batch_bounds`), then shuffle the order of the
 batches. `max_tokens` is per device and per forward pass: the paper's 25000 is the sum over
 its 8 GPUs (and, here, over gradient-accumulation steps), so
     effective tokens per optimizer step ~= max_tokens * num_processes * gradient_accumulation_steps.
@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
-from vaswani_transformer.generation_vaswani_transformer import token_batch_bounds
+from vaswani_transformer.batching_vaswani_transformer import token_batch_bounds
 
 
 __all__ = [
@@ -48,7 +48,7 @@ def make_token_batches(
     A batch of n pairs costs n * max(source lengths) padded source tokens and n * max(target lengths) padded
     target tokens, each length rounded up to a multiple of `pad_to_multiple_of` as the collator pads it; both must
     be <= `max_tokens`. A single pair longer than `max_tokens` forms its own batch (it cannot be split; truncate or
-    filter it upstream if that is not wanted). The rule is `generation_vaswani_transformer.token_batch_bounds`.
+    filter it upstream if that is not wanted). The rule is `batching_vaswani_transformer.token_batch_bounds`.
 
     Args:
         lengths_src, lengths_tgt: (num_pairs,) token counts per pair (source `input_ids`, target `labels`).

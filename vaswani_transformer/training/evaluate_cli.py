@@ -25,8 +25,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS
 from vaswani_transformer.command_line import parse_arguments
-from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS
 from vaswani_transformer.output_dir import check_not_model_dir, check_output_dir, prepare_output_dir
 from vaswani_transformer.training.data import (
     available_splits,
