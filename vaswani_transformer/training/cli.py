@@ -27,6 +27,7 @@ from vaswani_transformer.training import averaging, bleu_curve, hub, tokenizer_t
 from vaswani_transformer.training import model_card as cards  # `model_card` is the console script below
 from vaswani_transformer.training.checkpoints import list_checkpoints
 from vaswani_transformer.training.data import load_parallel_dataset
+from vaswani_transformer.training.telemetry import LOG_FORMAT
 
 
 __all__ = [
@@ -229,7 +230,7 @@ def train_tokenizer_main(argv: Sequence[str] | None = None) -> None:
         FileExistsError: a non-empty --output_dir without --overwrite_output_dir (nothing is written).
     """
     args = parse_arguments(TokenizerTrainingArguments, argv, description=_summary(tokenizer_training))
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     check_output_dir(args.output_dir, args.overwrite_output_dir)
     raw = load_parallel_dataset(
         args.source_lang,

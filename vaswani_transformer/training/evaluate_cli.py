@@ -35,6 +35,7 @@ from vaswani_transformer.training.data import (
     source_and_target_texts,
 )
 from vaswani_transformer.training.evaluation import EVALUATION_OUTPUTS, evaluate_translations, write_results
+from vaswani_transformer.training.telemetry import LOG_FORMAT
 
 
 __all__ = [
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         OSError: `--model` cannot be loaded (`load_model_and_tokenizer`).
         FileExistsError: a refused `--output_dir` (`check_evaluation_output_dir`).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
     args = parse_arguments(EvaluationArguments, argv, description=__doc__.split("\n\n")[0])
     for flag in ("batch_size", "max_tokens", "num_beams", "max_samples", "max_source_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
