@@ -24,7 +24,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, fresh_process, generate_texts, save_tiny_translation_model
 
-from vaswani_transformer.generation_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.pipeline_translation import TranslationPipeline
 
 
