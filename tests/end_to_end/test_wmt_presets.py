@@ -55,7 +55,9 @@ def test_preset_trains_50_steps_on_a_wmt_like_corpus(preset, corpora, tmp_path, 
     # What HF_DATASETS_CACHE gives a new process (datasets reads it at import); the BPE cache lives beside it.
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", corpora["cache"])
     monkeypatch.chdir(REPO_ROOT)  # the preset's path is relative to the checkout
-    log = train_in_process(argv, threads=2)
+    # One torch thread (train_in_process's default): measured on this 2-core machine with other work running, a
+    # preset's run took 12-14 s with 1 thread, 33-44 s with 2 (their OpenMP threads wait on each other).
+    log = train_in_process(argv)
     if preset == "wmt14_en_de_big":  # runs after en_de_base on the same corpus and cache (see the module docstring)
         assert "shared BPE vocabulary of this train split and settings found in" in log
         assert f"train: tokenized {PAIRS} pairs" in log
