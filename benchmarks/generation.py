@@ -100,7 +100,7 @@ def measure_setting(label: str, contenders: dict, warm_up: dict, outputs: dict, 
 
 
 def markdown(results: dict) -> str:
-    """The README's table: sentences/s per contender and setting, ours / each peer, BLEU."""
+    """The table of docs/performance.md: sentences/s per contender and setting, ours / each peer, BLEU."""
     names = CONTENDERS
     lines = [
         f"Beam {NUM_BEAMS}, fp32, {results['sentences']} sentences of test_2016_flickr, {results['device_name']} "

@@ -220,8 +220,7 @@ def beam_search(
     **model_kwargs,
 ) -> torch.LongTensor:
     """Beam search with the semantics of transformers' `GenerationMixin._beam_search` (5.x), sentences leaving the
-    batch when done. Called by `VaswaniTransformerForConditionalGeneration._beam_search` when
-    `unsupported_reason(...)` is None.
+    batch when done. Called by `beam_search_loop` when `unsupported_reason(...)` is None.
 
     Args:
         model: a `VaswaniTransformerForConditionalGeneration` in eval mode.

@@ -75,8 +75,7 @@ class TranslationPipeline(Pipeline):
             (`length_sorted_batches`, as fairseq and eole batch: little padding, beams that end together), right-padded
             with the tokenizer's pad id; the results come back in input order.
         max_tokens: padded source tokens (sentences x longest, `</s>` included) per `generate()` call (default
-            `DEFAULT_MAX_TOKENS`, 4096; beam-4 throughput on a CPU is flat from 2,048 to 8,192, README "Translation
-            speed").
+            `DEFAULT_MAX_TOKENS`, 4096; see `batching_vaswani_transformer` for why).
         truncation: cut inputs longer than `max_source_length` tokens (default True), logging a warning that names
             both lengths; with False, long inputs are passed whole.
         max_source_length: the truncation limit in tokens, `</s>` included (default: `tokenizer.model_max_length`).
