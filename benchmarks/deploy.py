@@ -148,7 +148,7 @@ def measure(contenders: dict, warm_up: dict, outputs: dict[str, dict], count: in
 
 
 def markdown(results: dict) -> str:
-    """The table of docs/performance.md: sentences/s, tokens/s, speed-up over ours and BLEU per contender and setting."""
+    """docs/performance.md's table: sentences/s, tokens/s, speed-up over ours and BLEU per contender and setting."""
     ct2_threads = ", ".join(
         f"{name} {engine['intra_threads']} x {engine['inter_threads']}"
         for name, engine in results["ct2_engines"].items()

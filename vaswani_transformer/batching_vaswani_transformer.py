@@ -16,7 +16,8 @@ __all__ = ["DEFAULT_MAX_TOKENS", "length_sorted_batches", "pack_token_batches", 
 
 # Padded source tokens (sentences x longest source, `</s>` included) per `generate()` call when translating many
 # sentences. Beam-4 throughput with this module's search is flat from 2,048 to 8,192 tokens on the 2-core CPU of
-# benchmarks/results (benchmarks/generation.py, docs/performance.md "Translation speed"); larger budgets only cost memory.
+# benchmarks/results (benchmarks/generation.py; docs/performance.md, "Translation speed"); larger budgets only cost
+# memory.
 DEFAULT_MAX_TOKENS = 4096
 
 
