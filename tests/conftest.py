@@ -62,12 +62,14 @@ def run_without_package(
 ) -> subprocess.CompletedProcess:
     """Run `command` as a user without this package would: no PYTHONPATH, no HF token, offline, an empty HF_HOME.
 
-    `env_overrides` are set last. Fails the test with the end of stderr if the command exits non-zero. Scripts run
-    with `-c` should start with `BLOCK_PACKAGE_IMPORT` (the editable install would make the package importable).
+    One OpenMP thread, as this process runs torch (`_one_torch_thread`), so that tensors computed there and here are
+    bit-identical. `env_overrides` are set last. Fails the test with the end of stderr if the command exits non-zero.
+    Scripts run with `-c` should start with `BLOCK_PACKAGE_IMPORT` (the editable install would make the package
+    importable).
     """
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "HF_TOKEN")}
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
-    env["TOKENIZERS_PARALLELISM"] = "false"
+    env.update(TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
     env.update(env_overrides)
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{command[:3]} failed:\n{result.stderr[-3000:]}"
