@@ -60,6 +60,7 @@ def test_dry_run_lists_exactly_the_model_files(run_dir, tmp_path):
             "configuration_vaswani_transformer.py",
             "modeling_vaswani_transformer.py",
             "generation_vaswani_transformer.py",
+            "batching_vaswani_transformer.py",
             "tokenization_vaswani_transformer_fast.py",
             "pipeline_translation.py",
             *RUN_FILES_KEPT,
