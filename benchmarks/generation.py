@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from vaswani_transformer import VaswaniTransformerForConditionalGeneration
-from vaswani_transformer.convert import to_marian
 from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from vaswani_transformer.convert import to_marian
 from vaswani_transformer.generation_vaswani_transformer import transformers_decoding_loop
 from vaswani_transformer.tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from vaswani_transformer.training.arguments import read_config_file
