@@ -91,10 +91,6 @@ def reset_accelerate_state() -> None:
     GradientState._reset_state()
 
 
-# torch's intra-op thread count when the suite started (before `_one_torch_thread`).
-DEFAULT_TORCH_THREADS = torch.get_num_threads()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """The suite's models are tiny: every test and fixture runs with one torch thread (`torch_threads`), as the
@@ -109,15 +105,13 @@ def _fresh_process_state(request):
     """Every test starts and ends without accelerate state: an `Accelerator` built by one test's in-process
     `main(argv)` (mixed precision, `cpu=True`) would otherwise refuse the next test's different settings. Tests under
     tests/end_to_end/ run whole inside `fresh_process`, so that what their direct `main(argv)` calls set (logging
-    levels, datasets' verbosity, random states) does not reach later tests. A test about torch's thread count itself
-    (its name says `torch_threads`) gets the count the process started with instead of `_one_torch_thread`'s 1, which
-    a library setting 1 thread by mistake would leave unchanged."""
+    levels, datasets' verbosity, random states) does not reach later tests."""
     if END_TO_END_DIR in Path(request.node.path).parents:
         with fresh_process():
             yield
         return
     reset_accelerate_state()
-    with torch_threads(DEFAULT_TORCH_THREADS if "torch_threads" in request.node.name else 1):
+    with torch_threads(1):
         yield
     reset_accelerate_state()
 

@@ -53,6 +53,7 @@ def run_quick(module: str, multi30k_dir, *args: str) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
+@pytest.mark.slow  # a whole --quick benchmark run in a subprocess (about 20 s each)
 @pytest.mark.parametrize("allocator", ["default", "keep_freed_memory"])
 def test_quick_benchmark_writes_a_complete_report(tmp_path, multi30k_dir, allocator):
     flags = ["--keep_freed_memory"] if allocator == "keep_freed_memory" else []
@@ -159,6 +160,7 @@ def test_quick_generation_benchmark_writes_its_table(tmp_path, multi30k_dir, sma
     assert "| batch 64 |" in report.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow  # exports, then times CTranslate2 and generate() in a subprocess (about 35 s)
 def test_quick_deploy_benchmark_writes_its_table(tmp_path, multi30k_dir, small_tokenizer):
     """`python -m benchmarks.deploy --quick` on a tiny saved model: every engine timed and scored in both searches
     and batch sizes, CTranslate2 fp32 and Marian with exactly our token ids (the run fails otherwise)."""

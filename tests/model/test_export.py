@@ -14,7 +14,7 @@ import stat
 
 import pytest
 import torch
-from conftest import save_tiny_translation_model
+from conftest import save_tiny_translation_model, torch_threads
 from transformers import GenerationConfig
 
 from vaswani_transformer import TranslationPipeline
@@ -121,10 +121,11 @@ def test_translate_equals_the_pipeline(trained, exported, caplog):
 
 
 def test_loading_leaves_torch_threads_alone(exported):
-    """CTranslate2 sets the OpenMP thread count of the thread that loads a model, which is also PyTorch's."""
-    threads = torch.get_num_threads()
-    translator = Translator(exported.model_dir, intra_threads=1)
-    assert torch.get_num_threads() == threads
+    """CTranslate2 sets the OpenMP thread count of the thread that loads a model, which is also PyTorch's: with two
+    torch threads (not the suite's one, which a loader setting one thread by mistake would leave unchanged)."""
+    with torch_threads(2):
+        translator = Translator(exported.model_dir, intra_threads=1)
+        assert torch.get_num_threads() == 2
     assert translator.translate("A dog.") == exported.translate("A dog.")
 
 

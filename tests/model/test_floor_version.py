@@ -62,6 +62,7 @@ def run_floor_script(*args: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # the floor job's two scripts, three fresh interpreters (about 18 s)
 def test_floor_check_passes_under_the_current_release_and_fails_on_a_difference(tmp_path):
     """The CI's floor job, both steps under the installed transformers; then with one expected id changed."""
     saved = run_floor_script("save", str(tmp_path), cwd=tmp_path)
