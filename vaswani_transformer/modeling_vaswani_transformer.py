@@ -750,6 +750,9 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
         """`PreTrainedModel.save_pretrained`, also recording the translation pipeline in `config.custom_pipelines`
         (transformers 5.x has no built-in "translation" task; the pipeline file is copied beside the weights, as
         every file this module imports relatively) and the bare encoder-decoder under `AutoModel` in `auto_map`."""
+        # transformers 5.4 copies only the relative imports of the file it loads, yet reads all of them: the
+        # pipeline's own import must also be this file's.
+        from .batching_vaswani_transformer import length_sorted_batches  # noqa: F401
         from .pipeline_translation import translation_custom_pipelines
 
         self.config.custom_pipelines = translation_custom_pipelines()

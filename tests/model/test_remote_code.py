@@ -56,3 +56,20 @@ def test_remote_code_load_without_the_package(tmp_path):
         expected_states = model.model(**inputs["forward"]).last_hidden_state
         torch.testing.assert_close(remote["decoder_states"], expected_states, rtol=0, atol=0)
         assert torch.equal(remote["generated"], model.generate(**inputs["generate"]))
+
+
+def test_every_file_the_saved_code_reads_is_a_direct_import_of_the_modeling_file():
+    """transformers 5.4 copies into its module cache only the relative imports of the file it loads (the modeling
+    file), then reads every file they import in turn (CI's floor job failed on the pipeline's batching file): each
+    must also be a relative import of the modeling file."""
+    from pathlib import Path
+
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
+
+    import vaswani_transformer
+
+    modeling = Path(vaswani_transformer.__file__).parent / "modeling_vaswani_transformer.py"
+    direct = set(get_relative_imports(str(modeling)))
+    transitive = {Path(path).stem for path in get_relative_import_files(str(modeling))}
+    assert {"pipeline_translation", "batching_vaswani_transformer"} <= transitive
+    assert transitive <= direct, f"read but not copied by transformers 5.4: {sorted(transitive - direct)}"
