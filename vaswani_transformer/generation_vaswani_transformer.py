@@ -105,14 +105,13 @@ def unsupported_reason(
     logits_processor: LogitsProcessorList,
     stopping_criteria: StoppingCriteriaList,
     generation_config: GenerationConfig,
-    synced_gpus: bool,
     model_kwargs: dict,
 ) -> str | None:
     """Why `beam_search` cannot stand in for `GenerationMixin._beam_search` on this call, or None if it can.
 
     It can for deterministic beam search from the decoder start token on an "sdpa" or "eager" model, returning only
     the sequences, with row-wise logits processors and stopping criteria (the names above). Beam sampling,
-    `return_dict_in_generate`, decoder prompts, a pre-filled cache, `synced_gpus` and other attention
+    `return_dict_in_generate`, decoder prompts, a pre-filled cache and other attention
     implementations keep transformers' loop.
     """
     encoder_outputs = model_kwargs.get("encoder_outputs")
@@ -121,8 +120,6 @@ def unsupported_reason(
         return "beam sampling (do_sample=True)"
     if generation_config.return_dict_in_generate:
         return "return_dict_in_generate=True"
-    if synced_gpus:
-        return "synced_gpus=True"
     if model.config._attn_implementation not in ("sdpa", "eager"):
         return f"attn_implementation {model.config._attn_implementation!r}"
     if input_ids.shape[1] != 1:
@@ -462,9 +459,7 @@ def beam_search_loop(
         shared["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_outputs[0][::beams].contiguous())
         if model_kwargs.get("attention_mask") is not None:
             shared["attention_mask"] = model_kwargs["attention_mask"][::beams]  # (batch, src_len)
-    reason = unsupported_reason(
-        model, input_ids, logits_processor, stopping_criteria, generation_config, False, shared
-    )
+    reason = unsupported_reason(model, input_ids, logits_processor, stopping_criteria, generation_config, shared)
     if reason is None:
         return beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, **shared)
     if length_penalty_type(generation_config) != "length":
