@@ -1,8 +1,9 @@
 """Train the Transformer with the paper's recipe (§5) on any parallel corpus, with accelerate.
 
-    accelerate launch training/train.py --config training/configs/multi30k_en_de_cpu.yaml
-    vaswani-train --config training/configs/multi30k_en_de_cpu.yaml --max_steps 100 --output_dir runs/try
-    accelerate launch --config_file training/configs/accelerate_cpu_2proc.yaml training/train.py --config ... \\
+    accelerate launch training/train.py --config multi30k_en_de_cpu
+    vaswani-train --config multi30k_en_de_cpu --max_steps 100 --output_dir runs/try
+    accelerate launch --config_file vaswani_transformer/training/presets/accelerate_cpu_2proc.yaml \\
+        training/train.py --config ... \\
         --use_cpu true   # 2 CPU processes (gloo); or: torchrun --nproc_per_node 2 training/train.py ... --use_cpu true
 
 The YAML file gives defaults; flags on the command line win (`training.arguments`). The flow follows transformers'
@@ -10,10 +11,11 @@ The YAML file gives defaults; flags on the command line win (`training.arguments
 -> the shared BPE vocabulary, trained unless `--tokenizer_name` (§5.1, `training.vocabulary`) -> tokenize and filter
 with `datasets.map` under `main_process_first()` (`training.preprocessing`) -> token batches (`training.batching`,
 §5.1) -> model from a preset (Table 3), label-smoothed loss (§5.4, `training.criterion`) -> Adam + Eq. 3 schedule
-(`training.recipe`, §5.3) -> `train()`: the loop with `accelerator.accumulate`, logging to `output_dir/log.jsonl` and
-the trackers (`training.telemetry`), validation loss + beam-search BLEU every `eval_steps`, atomic checkpoints every
-`save_steps` / `save_minutes` (`training.checkpoints`) -> average the last K checkpoints (§6.1, `training.averaging`)
--> `save_pretrained` model, tokenizer and generation config -> sacreBLEU on the test split (`training.evaluation`).
+(`training.recipe`, §5.3) -> the loop (`training.loop.train`) with `accelerator.accumulate`, logging to
+`output_dir/log.jsonl` and the trackers (`training.telemetry`), validation loss + beam-search BLEU every `eval_steps`,
+atomic checkpoints every `save_steps` / `save_minutes` (`training.checkpoints`) -> average the last K checkpoints
+(§6.1, `training.averaging`) -> `save_pretrained` model, tokenizer and generation config -> sacreBLEU on the test
+split (`training.evaluation`).
 `--cpu_kernels` (the CPU presets) trains with the library's CPU dropout kernel and row-blocked loss
 (`training.cpu_kernels`); the saved model does not carry them.
 """
@@ -23,19 +25,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import datasets
 import torch
-from accelerate import Accelerator, skip_first_batches
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.output_dir import check_output_dir, prepare_output_dir
@@ -43,24 +42,21 @@ from vaswani_transformer.training.allocator import keep_freed_memory
 from vaswani_transformer.training.arguments import (
     DataArguments,
     ModelArguments,
-    TrainingArguments,
     architecture_overrides,
-    checkpoints_to_keep,
     parse_arguments,
 )
 from vaswani_transformer.training.averaging import average_last_checkpoints
-from vaswani_transformer.training.batching import TokenBatchSampler, build_collator, non_pad_tokens
+from vaswani_transformer.training.batching import TokenBatchSampler, build_collator
 from vaswani_transformer.training.checkpoints import (
     TrainerState,
     check_resume,
     load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
 )
 from vaswani_transformer.training.cpu_kernels import use_cpu_kernels
 from vaswani_transformer.training.criterion import LabelSmoothedCrossEntropyCriterion, keep_logits_in_autocast_dtype
 from vaswani_transformer.training.data import check_training_splits, load_training_splits, source_and_target_texts
-from vaswani_transformer.training.distributed import check_ranks_identical, on_any_rank
+from vaswani_transformer.training.distributed import check_ranks_identical
 from vaswani_transformer.training.evaluation import (
     ValidationSet,
     evaluate_translations,
@@ -70,14 +66,15 @@ from vaswani_transformer.training.evaluation import (
 )
 from vaswani_transformer.training.fsdp import enable_fsdp_on_cpu, full_model
 from vaswani_transformer.training.hub import check_hub_access
+from vaswani_transformer.training.loop import TrainingRun, train
 from vaswani_transformer.training.model_card import render_model_card
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_training_splits
 from vaswani_transformer.training.recipe import build_generation_config, build_optimizer, build_scheduler
-from vaswani_transformer.training.telemetry import Interval, JsonlLog, configure_logging
+from vaswani_transformer.training.telemetry import JsonlLog, configure_logging
 from vaswani_transformer.training.vocabulary import run_tokenizer
 
 
-__all__ = ["TrainingRun", "main", "train"]
+__all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,112 +106,6 @@ def build_model_config(args: ModelArguments, tokenizer) -> VaswaniTransformerCon
         decoder_start_token_id=tokenizer.bos_token_id,
         **architecture_overrides(args),
     )
-
-
-# ------------------------------------------------------------------------------------------------------- the loop
-
-
-@dataclass
-class TrainingRun:
-    """What the loop drives, built by `main`: the prepared model, its loss, Adam and Eq. 3 schedule, batches and
-    outputs."""
-
-    args: TrainingArguments
-    accelerator: Accelerator
-    model: torch.nn.Module  # prepared: DDP/FSDP-wrapped where there are several processes
-    criterion: LabelSmoothedCrossEntropyCriterion  # §5.4: the loss of a batch
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    dataloader: DataLoader  # its batch_sampler is the TokenBatchSampler
-    log: JsonlLog
-    validate: Callable[[], dict]  # validation loss and BLEU on every rank
-
-
-def stop_reason(args: TrainingArguments, state: TrainerState, epoch_length: int, time_up: bool) -> str | None:
-    """Why training ends after this step: max_steps, num_train_epochs or max_train_minutes (None: go on)."""
-    if args.max_steps > 0 and state.step >= args.max_steps:
-        return f"max_steps {args.max_steps}"
-    if state.epoch + state.batches_in_epoch / max(epoch_length, 1) >= args.num_train_epochs:
-        return f"num_train_epochs {args.num_train_epochs}"
-    if time_up:
-        return f"max_train_minutes {args.max_train_minutes}"
-    return None
-
-
-def train(run: TrainingRun, state: TrainerState) -> TrainerState:
-    """Epochs of token batches from `state` on, until `stop_reason`; returns the final state.
-
-    Per micro-batch: forward, backward (scaled by accelerate for accumulation); on the last micro-batch of a group:
-    clip (if max_grad_norm > 0), Adam step, Eq. 3 schedule step. After each optimizer step: log, validate and
-    checkpoint as configured. A resumed run continues inside its epoch, skipping the batches already consumed.
-    """
-    args, accelerator, model = run.args, run.accelerator, run.model
-    sampler: TokenBatchSampler = run.dataloader.batch_sampler
-    total_steps = args.max_steps
-    if total_steps <= 0:
-        total_steps = math.ceil(args.num_train_epochs * len(sampler) / args.gradient_accumulation_steps)
-    progress = tqdm(
-        total=total_steps, initial=state.step, desc="train", unit="step", disable=not accelerator.is_main_process
-    )
-    start = time.perf_counter() - state.elapsed_seconds
-    last_save, last_saved_step = time.perf_counter(), state.step
-    interval = Interval()
-    model.train()
-    reason = stop_reason(args, state, len(sampler), time_up=False)
-    while reason is None:
-        sampler.set_epoch(state.epoch)
-        batches = run.dataloader
-        if state.batches_in_epoch:
-            batches = skip_first_batches(run.dataloader, state.batches_in_epoch)
-        for batch in batches:
-            # Counted on the host batch, and the loss kept on the device until the log line: no device sync a step.
-            interval.tokens += sum(non_pad_tokens(batch))
-            batch = batch.to(accelerator.device, non_blocking=True)
-            with accelerator.accumulate(model):
-                loss = run.criterion(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                run.optimizer.step()
-                run.optimizer.zero_grad()
-            state.batches_in_epoch += 1
-            interval.loss_sum = interval.loss_sum + loss.detach().float()
-            interval.micro_batches += 1
-            if not accelerator.sync_gradients:
-                continue
-
-            lr = run.optimizer.param_groups[0]["lr"]  # the rate this step used: Eq. 3 at step_num = state.step + 1
-            run.scheduler.step()
-            state.step += 1
-            state.elapsed_seconds = time.perf_counter() - start
-            progress.update(1)
-            time_up, save_due = on_any_rank(
-                accelerator,
-                bool(args.max_train_minutes) and state.elapsed_seconds >= args.max_train_minutes * 60,
-                bool(args.save_minutes) and time.perf_counter() - last_save >= args.save_minutes * 60,
-            )
-            reason = stop_reason(args, state, len(sampler), time_up)
-            if args.logging_steps > 0 and (state.step % args.logging_steps == 0 or reason):
-                record = interval.record(accelerator, state, len(sampler), lr)
-                run.log.write(record)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=record["tokens_per_second"])
-                interval = Interval()
-            if args.eval_steps > 0 and state.step % args.eval_steps == 0:
-                run.log.write({"step": state.step, **run.validate()})
-                interval.start = time.perf_counter()  # validation time does not count as training throughput
-            if (args.save_steps > 0 and state.step % args.save_steps == 0) or save_due:
-                save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args), model=model)
-                last_save, last_saved_step = time.perf_counter(), state.step
-            if reason:
-                break
-        if reason is None:
-            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-            reason = stop_reason(args, state, len(sampler), time_up=False)
-    progress.close()
-    logger.info("stopped at step %d (epoch %d): %s", state.step, state.epoch, reason)
-    if args.saves_checkpoints and last_saved_step != state.step:
-        save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args), model=model)
-    return state
 
 
 def main(argv: Sequence[str] | None = None) -> None:
