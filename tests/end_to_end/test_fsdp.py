@@ -1,7 +1,7 @@
 """FSDP2 through accelerate on 2 CPU processes (gloo), launched as users launch it on GPUs:
 
-    accelerate launch --config_file training/configs/accelerate_fsdp2.yaml --num_processes 2 training/train.py \\
-        ... --use_cpu true
+    accelerate launch --config_file vaswani_transformer/training/presets/accelerate_fsdp2.yaml --num_processes 2 \\
+        training/train.py ... --use_cpu true
 
 Covered: the run is really sharded (accelerate's FSDP distributed type, sharded checkpoint files); its losses over
 20 steps equal those of one process accumulating the same global batches (rtol 1e-4: both average the same
@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO_ROOT, train_in_process
+from conftest import train_in_process
 from safetensors.torch import load_file
 from test_training import TRAIN, free_port, read_log, run, tiny_args
 
+from vaswani_transformer.training.presets import PRESETS_DIR
 
-FSDP_CONFIG = str(REPO_ROOT / "training" / "configs" / "accelerate_fsdp2.yaml")
+
+FSDP_CONFIG = str(PRESETS_DIR / "accelerate_fsdp2.yaml")
 # No dropout, so that the two engines see identical computations; no averaging, so that the final model is the
 # weights of the last step; validation every 10 steps exercises beam search on the all-gathered copy.
 COMMON = "--use_cpu true --dropout 0 --max_steps 20 --logging_steps 1 --eval_steps 10 --save_steps 10 --seed 3"
@@ -122,7 +124,7 @@ def test_fsdp_configs_load_and_name_the_model_layers(name):
 
     from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 
-    config = load_config_from_file(str(REPO_ROOT / "training" / "configs" / name))
+    config = load_config_from_file(str(PRESETS_DIR / name))
     assert config.distributed_type == "FSDP" and config.fsdp_config["fsdp_version"] == 2
     assert config.num_processes == 8 * config.num_machines
     wrapped = config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",")

@@ -23,11 +23,12 @@ from conftest import OFFLINE, REPO_ROOT, train_in_process
 from safetensors.torch import load_file
 
 from vaswani_transformer.training.checkpoints import latest_checkpoint
+from vaswani_transformer.training.presets import PRESETS_DIR
 from vaswani_transformer.training.recipe import inverse_sqrt_lr
 
 
 TRAIN = str(REPO_ROOT / "training" / "train.py")
-ACCELERATE_2PROC = str(REPO_ROOT / "training" / "configs" / "accelerate_cpu_2proc.yaml")
+ACCELERATE_2PROC = str(PRESETS_DIR / "accelerate_cpu_2proc.yaml")
 TINY_MODEL = (
     "--model custom --d_model 32 --encoder_layers 2 --decoder_layers 2 --encoder_attention_heads 2 "
     "--decoder_attention_heads 2 --encoder_ffn_dim 64 --decoder_ffn_dim 64 --max_position_embeddings 128"

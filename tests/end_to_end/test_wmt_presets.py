@@ -1,16 +1,16 @@
 """GPU readiness: the WMT presets run every stage of a WMT run, as users launch them, with tiny dimensions.
 
-Each preset in training/configs/wmt14_*.yaml trains 50 steps on a synthetic corpus of `benchmarks.scale.corpus`
-(Parquet in the Hub layout of wmt14, so `--dataset_name <corpus>` replaces only the Hub name), on CPU, with the
-model's dimensions overridden to tiny ones and the preset's recipe otherwise: its vocabulary size (a BPE vocabulary
-learnt on the corpus), token batches of 3125 per side, bf16 autocast, Eq. 3 with 4000 warmup steps, label
-smoothing, beam-4 test decoding (of 32 sentences here), checkpoint averaging. `training/train.py`'s `main(argv)` runs
-in this process (`conftest.train_in_process`). The corpus has `PAIRS` pairs, ~90 to a 3125-token batch, so the 50
-steps make two passes over it: a step costs in proportion to the vocabulary (logits and loss), which a corpus this
-size keeps to ~9k tokens; the stages at WMT size (1M+ pairs) are benchmarks/scale's business, not this test's.
-The corpora, the datasets cache and the runs live in a temp folder; EN-DE base and big share one corpus and cache,
-so the second reads the vocabulary and the tokenized corpus back from the cache (EN-FR, another corpus, learns and
-tokenizes its own, as EN-DE base did: at 1M pairs that made it 3.7x the EN-DE big run).
+Each preset `wmt14_*` (vaswani_transformer/training/presets/) trains 50 steps on a synthetic corpus of
+`benchmarks.scale.corpus` (Parquet in the Hub layout of wmt14, so `--dataset_name <corpus>` replaces only the Hub
+name), on CPU, with the model's dimensions overridden to tiny ones and the preset's recipe otherwise: its vocabulary
+size (a BPE vocabulary learnt on the corpus), token batches of 3125 per side, bf16 autocast, Eq. 3 with 4000 warmup
+steps, label smoothing, beam-4 test decoding (of 32 sentences here), checkpoint averaging. `training/train.py`'s
+`main(argv)` runs in this process (`conftest.train_in_process`). The corpus has `PAIRS` pairs, ~90 to a 3125-token
+batch, so the 50 steps make two passes over it: a step costs in proportion to the vocabulary (logits and loss), which a
+corpus this size keeps to ~9k tokens; the stages at WMT size (1M+ pairs) are benchmarks/scale's business, not this
+test's. The corpora, the datasets cache and the runs live in a temp folder; EN-DE base and big share one corpus and
+cache, so the second reads the vocabulary and the tokenized corpus back from the cache (EN-FR, another corpus, learns
+and tokenizes its own, as EN-DE base did: at 1M pairs that made it 3.7x the EN-DE big run).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import REPO_ROOT, train_in_process
+from conftest import train_in_process
 from test_training import read_log
 
 
@@ -47,14 +47,13 @@ def test_preset_trains_50_steps_on_a_wmt_like_corpus(preset, corpora, tmp_path, 
     target = preset.split("_")[2]
     out = tmp_path / "run"
     argv = [
-        "--config", f"training/configs/{preset}.yaml",
+        "--config", preset,
         "--dataset_name", str(corpora[target] / "parquet"), "--output_dir", str(out), *TINY_DIMS,
         "--max_steps", "50", "--logging_steps", "10", "--use_cpu", "true", "--report_to", "none",
         "--max_test_samples", "32",
     ]  # fmt: skip
     # What HF_DATASETS_CACHE gives a new process (datasets reads it at import); the BPE cache lives beside it.
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", corpora["cache"])
-    monkeypatch.chdir(REPO_ROOT)  # the preset's path is relative to the checkout
     # One torch thread (train_in_process's default): measured on this 2-core machine with other work running, a
     # preset's run took 12-14 s with 1 thread, 33-44 s with 2 (their OpenMP threads wait on each other).
     log = train_in_process(argv)

@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 
 from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS
 from vaswani_transformer.configuration_vaswani_transformer import VaswaniTransformerConfig
+from vaswani_transformer.training.presets import resolve_config
 
 
 # Attention kernels a model trains with (transformers' `attn_implementation` names); both are Eq. 1.
@@ -240,8 +241,12 @@ _YAML_BOOLEAN_HINT = ' (YAML reads unquoted yes/no/on/off/true/false as booleans
 def _config_path(argv: list[str]) -> tuple[Path | None, list[str]]:
     """Split `--config FILE` / `--config=FILE` off `argv`: (FILE or None, the other arguments).
 
+    FILE is a path, or the name of a preset installed with the package (`presets.resolve_config`), returned as the
+    preset's path so that later errors name the file.
+
     Raises:
         ValueError: if `--config` has no value or is given twice.
+        FileNotFoundError: if the value is neither a file nor a preset name (the message lists the preset names).
     """
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument(CONFIG_FLAG, action="append", default=[])
@@ -252,19 +257,23 @@ def _config_path(argv: list[str]) -> tuple[Path | None, list[str]]:
     if len(paths.config) > 1:
         raise ValueError(f"{CONFIG_FLAG} is given {len(paths.config)} times; give one YAML file")
     if paths.config and not paths.config[0]:
-        raise ValueError(f"{CONFIG_FLAG} needs the path of a YAML file, e.g. {CONFIG_FLAG} training/configs/x.yaml")
-    return (Path(paths.config[0]) if paths.config else None), rest
+        raise ValueError(
+            f"{CONFIG_FLAG} needs a preset name or the path of a YAML file, e.g. {CONFIG_FLAG} multi30k_en_de_cpu"
+        )
+    return (resolve_config(paths.config[0]) if paths.config else None), rest
 
 
 def read_config_file(path: Path) -> dict:
     """The key: value mapping of a YAML config file (`yaml.safe_load`, as `HfArgumentParser.parse_yaml_file`).
 
+    `path` is a file, or the name of a preset installed with the package (`presets.resolve_config`: an existing
+    file wins, then a bare name such as `multi30k_en_de_cpu`).
+
     Raises:
-        FileNotFoundError: if `path` is not a file (names it).
+        FileNotFoundError: if `path` is neither a file nor a preset name (the message lists the preset names).
         ValueError: on a YAML syntax error (names the file, line and column) or a top level that is not a mapping.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path} ({CONFIG_FLAG})")
+    path = resolve_config(str(path))
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -311,7 +320,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
         ValueError: `--config` without a value or given twice; a YAML syntax error, unknown keys, a value of the
             wrong type or outside an argument's choices in the file (each names the file and key); inconsistent
             flags (`check_training_arguments`).
-        FileNotFoundError: if the `--config` file does not exist.
+        FileNotFoundError: if the `--config` value is neither a file nor a preset name.
         SystemExit: (argparse, exit status 2) for an unknown flag or a command-line value of the wrong type.
     """
     classes = (ModelArguments, DataArguments, TrainingArguments)

@@ -1,8 +1,8 @@
 """Fully sharded data parallelism (FSDP2, `torch.distributed.fsdp.fully_shard`) through accelerate.
 
-`accelerate launch --config_file training/configs/accelerate_fsdp2.yaml training/train.py ...` makes accelerate
-shard every encoder/decoder layer (`_no_split_modules`), the shared embedding + output projection, and the rest of
-the model over the processes; its `save_state` / `load_state` then write and read sharded checkpoints
+`accelerate launch --config_file vaswani_transformer/training/presets/accelerate_fsdp2.yaml training/train.py ...`
+makes accelerate shard every encoder/decoder layer (`_no_split_modules`), the shared embedding + output projection,
+and the rest of the model over the processes; its `save_state` / `load_state` then write and read sharded checkpoints
 (`pytorch_model_fsdp_0/`, `optimizer_0/`: torch.distributed.checkpoint). What this module adds:
 
 - `enable_fsdp_on_cpu`: accelerate (1.x, `AcceleratorState.__init__`) selects FSDP only for accelerator devices
