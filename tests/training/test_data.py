@@ -232,3 +232,121 @@ def test_source_and_target_texts_stay_aligned_and_respect_the_limit():
     )
     assert source_and_target_texts(dataset, "en", "de") == (["a", "b", "c"], ["A", "B", "C"])
     assert source_and_target_texts(dataset, "de", "en", limit=2) == (["A", "B"], ["a", "b"])
+
+
+# --- any layout, any split names (training.dataset_layouts)
+
+PAIRS = {
+    "en": ["A dog runs.", "Two cats.", "A red car."],
+    "de": ["Ein Hund rennt.", "Zwei Katzen.", "Ein rotes Auto."],
+}
+
+
+def _save(dataset: datasets.Dataset, path: Path) -> Path:
+    """Write `dataset` as the file type its name says (datasets' own writers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = {".parquet": dataset.to_parquet, ".csv": dataset.to_csv}.get(path.suffix, dataset.to_json)
+    writer(str(path))
+    return path
+
+
+def _layout(layout: str) -> tuple[datasets.Dataset, dict]:
+    """The three pairs in a layout, and the load_parallel_dataset column arguments that layout needs."""
+    if layout == "translation":
+        pairs = [{"en": en, "de": de} for en, de in zip(PAIRS["en"], PAIRS["de"], strict=True)]
+        return datasets.Dataset.from_dict({"translation": pairs, "id": [0, 1, 2]}), {}
+    if layout == "language_columns":  # bentrevett/multi30k's layout: found by the language codes
+        return datasets.Dataset.from_dict({"en": PAIRS["en"], "de": PAIRS["de"]}), {}
+    named = {"english": PAIRS["en"], "german": PAIRS["de"], "score": [1.0, 0.5, 0.2]}
+    return datasets.Dataset.from_dict(named), {"source_column": "english", "target_column": "german"}
+
+
+def _assert_pairs(dataset: datasets.Dataset) -> None:
+    assert dataset.column_names == ["translation"]
+    assert dataset["translation"] == [{"en": en, "de": de} for en, de in zip(PAIRS["en"], PAIRS["de"], strict=True)]
+
+
+LAYOUTS = ("translation", "language_columns", "named_columns")
+FILE_CASES = [(suffix, layout) for suffix in (".jsonl", ".json", ".parquet", ".csv") for layout in LAYOUTS]
+
+
+@pytest.mark.parametrize("suffix, layout", [case for case in FILE_CASES if case != (".csv", "translation")])
+def test_data_files_in_each_layout(tmp_path, suffix, layout):  # CSV has no dict column: flat layouts only
+    dataset, columns = _layout(layout)
+    path = _save(dataset, tmp_path / f"train{suffix}")
+    raw = load_parallel_dataset("en", "de", train_file=str(path), test_file=str(path), **columns)
+    assert list(raw) == ["train", "test"]
+    _assert_pairs(raw["train"])
+    # Reversed direction from the same file: the columns are chosen by language, not by position.
+    if not columns:
+        reverse = load_parallel_dataset("de", "en", train_file=str(path))["train"]
+        assert reverse[0]["translation"] == {"de": PAIRS["de"][0], "en": PAIRS["en"][0]}
+
+
+def _dataset_folder(folder: Path, layout: str, splits: tuple[str, ...]) -> Path:
+    """A local dataset folder in the Hub layout, one Parquet file per split named by README.md `configs`."""
+    dataset, _ = _layout(layout)
+    for split in splits:
+        _save(dataset, folder / "data" / f"{split}.parquet")
+    data_files = "".join(f"  - split: {split}\n    path: data/{split}.parquet\n" for split in splits)
+    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: default\n  data_files:\n{data_files}---\n")
+    return folder
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_dataset_folder_with_any_split_names(tmp_path, layout):
+    folder = _dataset_folder(tmp_path / layout, layout, ("train", "dev", "newstest2014"))
+    _, columns = _layout(layout)
+    splits = {"train": "train", "validation": "dev", "test": "newstest2014"}
+    raw = load_parallel_dataset("en", "de", dataset_name=str(folder), splits=splits, **columns)
+    assert list(raw) == ["train", "validation", "test"]
+    for split in raw.values():
+        _assert_pairs(split)
+    # Without `splits`, the Hub's names: this folder has only "train" of them.
+    assert list(load_parallel_dataset("en", "de", dataset_name=str(folder), **columns)) == ["train"]
+
+
+def test_training_honours_validation_and_test_split_of_a_dataset(tmp_path):
+    from vaswani_transformer.training.arguments import DataArguments, TrainingArguments
+    from vaswani_transformer.training.data import check_training_splits, load_training_splits
+
+    folder = _dataset_folder(tmp_path / "corpus", "language_columns", ("train", "dev", "newstest2014"))
+    args = DataArguments(dataset_name=str(folder), validation_split="dev", test_split="newstest2014")
+    raw = load_training_splits(args)
+    assert list(raw) == ["train", "validation", "test"]
+    check_training_splits(raw, args, TrainingArguments(output_dir="x", eval_steps=10))
+    # Unset split names become the Hub's (recorded in training_args.json); missing ones fail before training.
+    args = DataArguments(dataset_name=str(folder))
+    raw = load_training_splits(args)
+    assert (args.validation_split, args.test_split, list(raw)) == ("validation", "test", ["train"])
+    message = r"--test_split 'test': no split 'test' in .*corpus \(splits there: train, dev, newstest2014\)"
+    with pytest.raises(ValueError, match=message):
+        check_training_splits(raw, args, TrainingArguments(output_dir="x"))
+    check_training_splits(raw, args, TrainingArguments(output_dir="x", do_test=False))
+
+
+def test_dataset_revision_reaches_load_dataset(monkeypatch):
+    calls = []
+
+    def load_dataset(name, config=None, **kwargs):
+        calls.append((name, config, kwargs))
+        return datasets.DatasetDict({"train": _layout("language_columns")[0]})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    raw = load_parallel_dataset("en", "de", dataset_name="bentrevett/multi30k", dataset_revision="1a2b3c")
+    _assert_pairs(raw["train"])
+    assert calls == [("bentrevett/multi30k", None, {"revision": "1a2b3c"})]
+    with pytest.raises(ValueError, match="dataset_revision need dataset_name"):
+        load_parallel_dataset("en", "de", data_dir="d", dataset_revision="1a2b3c")
+
+
+def test_layout_errors_name_the_columns(tmp_path):
+    path = _save(_layout("named_columns")[0], tmp_path / "train.parquet")
+    with pytest.raises(ValueError, match=r"no 'translation' column and no 'en'/'de' columns \(columns: \['english'"):
+        load_parallel_dataset("en", "de", train_file=str(path))
+    with pytest.raises(ValueError, match="--target_column 'deutsch' is not a column"):
+        load_parallel_dataset("en", "de", train_file=str(path), source_column="english", target_column="deutsch")
+    with pytest.raises(ValueError, match="--source_column 'score' holds"):
+        load_parallel_dataset("en", "de", train_file=str(path), source_column="score", target_column="german")
+    with pytest.raises(ValueError, match="unknown data file type '.txt'"):
+        load_parallel_dataset("en", "de", train_file=str(_save(_layout("translation")[0], tmp_path / "t.txt")))

@@ -35,6 +35,8 @@ __all__ = [
     "ModelArguments",
     "TrainingArguments",
     "architecture_overrides",
+    "check_data_arguments",
+    "check_training_arguments",
     "checkpoints_to_keep",
     "parse_arguments",
 ]
@@ -78,6 +80,16 @@ def _flag_type(annotation) -> type:
 
 @dataclass
 class _ModelChoice:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune a saved model instead of training a new one: a save_pretrained directory (or Hub id) "
+            "of this package's model (weights, tokenizer, generation config), or of a MarianMT/OPUS-MT model "
+            "(converted with vaswani_transformer.convert.from_marian, trained with its own SentencePiece tokenizer). "
+            "The architecture is the loaded one: --model and architecture flags that contradict it are refused; "
+            "--dropout, --attention_dropout, --activation_dropout and --label_smoothing may change."
+        },
+    )
     model: str = field(default="base", metadata={"help": "Preset: base | big (Table 3) | custom (config defaults)."})
     tokenizer_name: str | None = field(default=None, metadata={"help": "Saved tokenizer dir; else trained here."})
     vocab_size: int = field(default=8000, metadata={"help": "BPE vocabulary to train (§5.1; 37000 WMT EN-DE)."})
@@ -126,18 +138,60 @@ def architecture_overrides(args: ModelArguments) -> dict[str, object]:
 class DataArguments:
     """Where the sentence pairs come from (one kind of source, see `training.data`) and length limits."""
 
-    dataset_name: str | None = field(default=None, metadata={"help": "datasets.load_dataset name, e.g. wmt/wmt14."})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "datasets.load_dataset name or local dataset folder, e.g. wmt/wmt14."}
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, e.g. de-en."})
-    train_file: str | None = field(default=None, metadata={"help": 'JSON lines {"translation": {...}}.'})
-    validation_file: str | None = field(default=None, metadata={"help": "JSON lines, validation split."})
-    test_file: str | None = field(default=None, metadata={"help": "JSON lines, test split."})
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Git revision (branch, tag or commit) of the --dataset_name Hub dataset."}
+    )
+    train_file: str | None = field(
+        default=None, metadata={"help": "Train file: JSON lines, JSON, Parquet or CSV (by its extension)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation file, as --train_file."})
+    test_file: str | None = field(default=None, metadata={"help": "Test file, as --train_file."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder of {split}.{lang}[.gz] (default Multi30k)."})
-    validation_split: str = field(default="val", metadata={"help": "data_dir file stem of the validation split."})
-    test_split: str = field(default="test_2016_flickr", metadata={"help": "data_dir file stem of the test split."})
+    source_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column of the source sentences in flat datasets (e.g. bentrevett/multi30k's 'en'). Default: the "
+            "'translation' dict column, else a column named --source_lang."
+        },
+    )
+    target_column: str | None = field(default=None, metadata={"help": "Column of the targets, as --source_column."})
+    train_split: str = field(default="train", metadata={"help": "Split (data_dir: file stem) to train on."})
+    validation_split: str | None = field(
+        default=None,
+        metadata={"help": "Split (data_dir: file stem) to validate on; default 'validation' ('val' in a data_dir)."},
+    )
+    test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split (data_dir: file stem) to test on; default 'test' ('test_2016_flickr' in a data_dir)."
+        },
+    )
     source_lang: str = field(default="en", metadata={"help": "Source language code."})
     target_lang: str = field(default="de", metadata={"help": "Target language code."})
-    max_source_length: int = field(default=256, metadata={"help": "Drop pairs with longer sources (tokens)."})
-    max_target_length: int = field(default=256, metadata={"help": "Drop pairs with longer targets (tokens)."})
+    max_source_length: int = field(
+        default=256, metadata={"help": "Source tokens (</s> included) a pair may have: see --filter_long_pairs."}
+    )
+    max_target_length: int = field(
+        default=256, metadata={"help": "Target tokens (</s> included) a pair may have: see --filter_long_pairs."}
+    )
+    filter_long_pairs: bool = field(
+        default=True,
+        metadata={
+            "help": "Drop pairs whose source or target is longer than --max_source_length / --max_target_length "
+            "(fairseq's and Marian's behaviour, the presets'; the counts are logged)."
+        },
+    )
+    truncate_long_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Instead of dropping them, cut longer sources and targets to those lengths, keeping </s> "
+            "(transformers' run_translation.py behaviour); takes precedence over --filter_long_pairs."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train pairs."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Validate on the first N pairs."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Test on the first N pairs."})
@@ -166,11 +220,30 @@ class TrainingArguments:
         },
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    target_tokens_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Derive --gradient_accumulation_steps from the process count: ceil(target / (max_tokens x "
+            "processes)), so that a step holds ~target tokens per side on any number of devices (§5.1: ~25000); "
+            "refused if one micro-batch on every process already exceeds it by more than 25%."
+        },
+    )
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs)."})
     num_train_epochs: float = field(default=10.0, metadata={"help": "Stop after this many epochs."})
     max_train_minutes: float | None = field(default=None, metadata={"help": "Stop after this much training time."})
     warmup_steps: int = field(default=4000, metadata={"help": "warmup_steps of Eq. 3 (§5.3: 4000)."})
-    lr_multiplier: float = field(default=1.0, metadata={"help": "Constant factor on Eq. 3 (1.0 = paper)."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate: Eq. 3's shape (linear warmup, inverse square-root decay) scaled to peak at "
+            "this rate at step warmup_steps. Unset: Eq. 3 as printed, d_model^-0.5 * warmup_steps^-0.5 at the peak; "
+            "a fine-tune of a run of ours: the rate Eq. 3 had reached at that run's last step."
+        },
+    )
+    lr_multiplier: float = field(
+        default=1.0,
+        metadata={"help": "Constant factor on Eq. 3 (1.0 = paper); --learning_rate sets the peak instead."},
+    )
     max_grad_norm: float = field(default=0.0, metadata={"help": "Clip gradient norm (0: off, the paper)."})
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (accelerate autocast)."})
     use_cpu: bool = field(default=False, metadata={"help": "CPU only; needed for multi-process CPU (gloo) runs."})
@@ -189,7 +262,21 @@ class TrainingArguments:
         },
     )
     logging_steps: int = field(default=50, metadata={"help": "Log every N optimizer steps."})
-    eval_steps: int = field(default=0, metadata={"help": "Validate every N steps (0: only at the end)."})
+    eval_steps: int = field(
+        default=0, metadata={"help": "Validate every N steps and at the last one (0: only at the end)."}
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={
+            "help": "Stop when --metric_for_best_model has not improved for this many validations in a row "
+            "(transformers' EarlyStoppingCallback, fairseq's --patience; 0: off). Needs --eval_steps."
+        },
+    )
+    metric_for_best_model: str = field(
+        default="bleu",
+        metadata={"help": "Validation metric of early stopping: bleu or chrf (higher is better), loss (lower).",
+                  "choices": ["bleu", "chrf", "loss"]},
+    )  # fmt: skip
     num_beams: int = field(default=4, metadata={"help": "Beam size (§6.1: 4)."})
     length_penalty: float = field(default=0.6, metadata={"help": "Length penalty alpha (§6.1: 0.6)."})
     length_penalty_type: str = field(
@@ -319,7 +406,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
     Raises:
         ValueError: `--config` without a value or given twice; a YAML syntax error, unknown keys, a value of the
             wrong type or outside an argument's choices in the file (each names the file and key); inconsistent
-            flags (`check_training_arguments`).
+            flags (`check_training_arguments`, `check_data_arguments`).
         FileNotFoundError: if the `--config` value is neither a file nor a preset name.
         SystemExit: (argparse, exit status 2) for an unknown flag or a command-line value of the wrong type.
     """
@@ -343,6 +430,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
         )
     model_args, data_args, train_args = parser.parse_args_into_dataclasses(args=argv)
     check_training_arguments(train_args)
+    check_data_arguments(data_args)
     return model_args, data_args, train_args
 
 
@@ -362,6 +450,26 @@ def check_training_arguments(args: TrainingArguments) -> None:
         raise ValueError("--eval_max_tokens and --eval_batch_size must be positive")
     if args.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError(f"--mixed_precision must be no, bf16 or fp16, got {args.mixed_precision!r}")
+    if args.learning_rate is not None and (args.learning_rate <= 0 or args.lr_multiplier != 1.0):
+        raise ValueError(
+            f"--learning_rate {args.learning_rate}: give a positive peak rate, and not with --lr_multiplier "
+            f"{args.lr_multiplier} (both scale Eq. 3; keep one)"
+        )
+    if args.target_tokens_per_step is not None and args.target_tokens_per_step <= 0:
+        raise ValueError(f"--target_tokens_per_step must be positive, got {args.target_tokens_per_step}")
+    if args.early_stopping_patience < 0 or (args.early_stopping_patience and args.eval_steps <= 0):
+        raise ValueError(
+            f"--early_stopping_patience {args.early_stopping_patience} counts validations: it needs --eval_steps > 0 "
+            f"(got {args.eval_steps}) and may not be negative"
+        )
+
+
+def check_data_arguments(args: DataArguments) -> None:
+    """Raises ValueError naming the flags: long pairs neither cut nor dropped, one of two column names given."""
+    if not (args.filter_long_pairs or args.truncate_long_pairs):
+        raise ValueError("--filter_long_pairs false needs --truncate_long_pairs true: long pairs are cut or dropped")
+    if (args.source_column is None) != (args.target_column is None):
+        raise ValueError("give both --source_column and --target_column, or neither")
 
 
 def checkpoints_to_keep(args: TrainingArguments) -> int:
