@@ -4,9 +4,12 @@ Three kinds of source, exactly one per call (the flags of transformers' `run_tra
 
 - `data_dir`: a folder of line-aligned plain-text files `{split}.{lang}` or `{split}.{lang}.gz` (Multi30k, the WMT
   `newstest` files after `sacrebleu --echo`), one sentence per line, UTF-8;
-- `train_file` / `validation_file` / `test_file`: JSON lines, one `{"translation": {"en": ..., "de": ...}}` a line;
-- `dataset_name` (+ `dataset_config_name`): any dataset `datasets.load_dataset` can open with a `translation`
-  column, e.g. `wmt14` `de-en` (the paper's data, §5.1).
+- `train_file` / `validation_file` / `test_file`: data files, JSON lines, JSON, Parquet or CSV;
+- `dataset_name` (+ `dataset_config_name`, `dataset_revision`): any dataset `datasets.load_dataset` can open, from the Hub
+  or a local folder, e.g. `wmt/wmt14` `de-en` (the paper's data, §5.1).
+
+Files and datasets come in either layout, a `translation` dict column or one text column per language
+(`training.dataset_layouts`), with any split names (`splits`).
 
 Every kind gives a `datasets.DatasetDict` with the splits "train", "validation", "test" that exist and one column
 "translation" = {source_lang: str, target_lang: str}. Lines are never dropped or changed here; filtering empty or
@@ -15,7 +18,6 @@ over-long pairs is the training code's job.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import itertools
 import os
@@ -24,10 +26,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import datasets
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from vaswani_transformer.training.arguments import DataArguments, TrainingArguments
+from vaswani_transformer.training.dataset_layouts import (
+    DATASET_SPLITS,
+    dataset_split_names,
+    load_from_files,
+    load_from_hub,
+    translation_features,
+)
 
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "load_training_splits",
     "missing_data_dir_message",
     "read_lines",
+    "resolve_split_names",
     "source_and_target_texts",
 ]
 
@@ -156,10 +164,6 @@ def available_splits(data_dir: str | os.PathLike, source_lang: str, target_lang:
     return sorted(stem for stem, langs in stems.items() if len(langs) == 2)
 
 
-def _translation_features(source_lang: str, target_lang: str) -> datasets.Features:
-    return datasets.Features({"translation": datasets.Translation(languages=[source_lang, target_lang])})
-
-
 def _load_split_from_dir(data_dir: Path, stem: str, source_lang: str, target_lang: str) -> datasets.Dataset | None:
     """One split of a data_dir as a Dataset, or None if neither language file of the split exists.
 
@@ -174,7 +178,7 @@ def _load_split_from_dir(data_dir: Path, stem: str, source_lang: str, target_lan
     if source_file is None or target_file is None:
         lang = source_lang if source_file is None else target_lang
         raise FileNotFoundError(f"parallel-text file not found: {data_dir / f'{stem}.{lang}'}[.gz]")
-    features = _translation_features(source_lang, target_lang)
+    features = translation_features(source_lang, target_lang)
     if next(iter_lines(source_file), None) is None and next(iter_lines(target_file), None) is None:
         return datasets.Dataset.from_dict({"translation": []}, features=features)  # `from_generator` needs a row
     # Scalars only: `from_generator` splits list arguments into shards.
@@ -234,74 +238,6 @@ def _load_from_dir(
     return datasets.DatasetDict(result)
 
 
-def _validate_translations(dataset: datasets.Dataset, languages: Sequence[str], origin: str) -> None:
-    """Check that every row has a `translation` dict holding a string for each language.
-
-    When the column is an Arrow struct of strings (what JSON lines and Hub datasets give), the check runs on the
-    Arrow columns (nulls mark missing texts), without a Python object per row; other layouts are checked row by row.
-
-    Raises:
-        ValueError: naming `origin` (file or dataset) and the 1-based row of the first bad row.
-    """
-    if "translation" not in dataset.column_names:
-        raise ValueError(f"{origin}: no 'translation' column (columns: {dataset.column_names})")
-    column = dataset.data.column("translation")
-    kind = column.type
-    strings = (pa.string(), pa.large_string())
-    if dataset._indices is None and pa.types.is_struct(kind):
-        if all(kind.get_field_index(lang) >= 0 and kind.field(lang).type in strings for lang in languages):
-            missing = functools.reduce(pc.or_, [pc.is_null(pc.struct_field(column, lang)) for lang in languages])
-            first = pc.index(missing, True).as_py()
-            if first >= 0:
-                _check_pair(dataset[first]["translation"], languages, origin, first + 1)
-            return
-    for row, pair in enumerate(dataset["translation"], start=1):
-        _check_pair(pair, languages, origin, row)
-
-
-def _check_pair(pair, languages: Sequence[str], origin: str, row: int) -> None:
-    """Raise ValueError naming `origin` and the 1-based `row` unless `pair` is a dict with a string per language."""
-    if not isinstance(pair, dict):
-        raise ValueError(f"{origin}: row {row} has no 'translation' dict (found {pair!r})")
-    for lang in languages:
-        if not isinstance(pair.get(lang), str):
-            raise ValueError(f"{origin}: row {row} has no {lang!r} text in 'translation' (found {pair!r})")
-
-
-def _load_from_json(files: dict[str, str], source_lang: str, target_lang: str) -> datasets.DatasetDict:
-    """JSON-lines files (split -> path) through `datasets.load_dataset("json")`, validated row by row."""
-    for path in files.values():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"JSON-lines file not found: {path}")
-    raw = datasets.load_dataset("json", data_files={split: str(path) for split, path in files.items()})
-    for split, dataset in raw.items():
-        _validate_translations(dataset, (source_lang, target_lang), files[split])
-    return datasets.DatasetDict({split: raw[split].select_columns(["translation"]) for split in files})
-
-
-def _load_from_hub(
-    dataset_name: str, dataset_config_name: str | None, source_lang: str, target_lang: str
-) -> datasets.DatasetDict:
-    """A `datasets.load_dataset(dataset_name, dataset_config_name)` dataset, keeping train/validation/test.
-
-    A local folder (a dataset saved in the Hub layout, a README.md whose `configs` name its files) is loaded with
-    its configuration's data files resolved (`load_dataset_builder(...).config.data_files`, which carry each file's
-    modification time) and passed back as `data_files`: datasets 5.2 keys the cache of such a folder by the
-    README's file *patterns*, so two folders with the same layout (two corpora made by one script) share one cache
-    entry and the second silently loads the first one's rows. Passing the resolved files keys the cache by the files.
-    """
-    kwargs = {}
-    if Path(dataset_name).is_dir():
-        kwargs["data_files"] = datasets.load_dataset_builder(dataset_name, dataset_config_name).config.data_files
-    raw = datasets.load_dataset(dataset_name, dataset_config_name, **kwargs)
-    result = {}
-    for split in ("train", "validation", "test"):
-        if split in raw:
-            _validate_translations(raw[split], (source_lang, target_lang), f"{dataset_name} [{split}]")
-            result[split] = raw[split].select_columns(["translation"])
-    return datasets.DatasetDict(result)
-
-
 def load_parallel_dataset(
     source_lang: str,
     target_lang: str,
@@ -313,16 +249,22 @@ def load_parallel_dataset(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
     splits: dict[str, str] | None = None,
+    source_column: str | None = None,
+    target_column: str | None = None,
+    dataset_revision: str | None = None,
 ) -> datasets.DatasetDict:
-    """Load sentence pairs from exactly one source kind: a data_dir, JSON-lines files, or a `datasets` dataset.
+    """Load sentence pairs from exactly one source kind: a data_dir, data files, or a `datasets` dataset.
 
     Args:
         source_lang, target_lang: language codes, the file suffixes / `translation` keys (e.g. "en", "de").
         data_dir: folder of line-aligned files `{split}.{lang}` or `{split}.{lang}.gz` (UTF-8, one sentence a line).
-        train_file, validation_file, test_file: JSON-lines files, one `{"translation": {lang: text, ...}}` a line.
-        dataset_name, dataset_config_name: a dataset for `datasets.load_dataset` (Hub name or local path).
-        splits: for data_dir only, our split name -> file stem (default `DEFAULT_SPLITS`: train, val,
-            test_2016_flickr).
+        train_file, validation_file, test_file: data files (JSON lines, JSON, Parquet or CSV, by extension).
+        dataset_name, dataset_config_name: a dataset for `datasets.load_dataset` (Hub name or local folder).
+        splits: our split name -> the data_dir file stem (default `DEFAULT_SPLITS`: train, val, test_2016_flickr)
+            or the dataset's split name (default `DATASET_SPLITS`: train, validation, test).
+        source_column, target_column: the text columns of a flat layout (files and datasets); default: a
+            `translation` dict column, else the columns named by the language codes (`training.dataset_layouts`).
+        dataset_revision: the dataset's Git revision (branch, tag or commit), with `dataset_name`.
 
     Returns:
         A `datasets.DatasetDict` with those of "train", "validation", "test" that exist, each with one column
@@ -331,12 +273,12 @@ def load_parallel_dataset(
     Raises:
         ValueError: no source or more than one source kind (names the arguments); source_lang == target_lang;
             two files of a split with different line counts (names both files and counts); a non-UTF-8 byte
-            (names the file and 1-based line); a JSON row without a `translation` dict holding both languages
-            (names the file and 1-based row).
-        FileNotFoundError: a missing data_dir, train file, one of a split's two language files, or JSON file
+            (names the file and 1-based line); a row without both texts, or a column that is not there (names the
+            file or dataset, the row or the columns there).
+        FileNotFoundError: a missing data_dir, train file, one of a split's two language files, or data file
             (names the path).
     """
-    json_files = {
+    files = {
         split: path
         for split, path in (("train", train_file), ("validation", validation_file), ("test", test_file))
         if path is not None
@@ -345,7 +287,7 @@ def load_parallel_dataset(
         name
         for name, present in (
             ("data_dir", data_dir is not None),
-            ("train_file/validation_file/test_file", bool(json_files)),
+            ("train_file/validation_file/test_file", bool(files)),
             ("dataset_name", dataset_name is not None),
         )
         if present
@@ -357,30 +299,46 @@ def load_parallel_dataset(
         )
     if source_lang == target_lang:
         raise ValueError(f"source_lang and target_lang must differ (both are {source_lang!r})")
-    if splits is not None and data_dir is None:
-        raise ValueError("splits applies to data_dir only")
-    if dataset_config_name is not None and dataset_name is None:
-        raise ValueError("dataset_config_name needs dataset_name")
+    if splits is not None and files:
+        raise ValueError("splits applies to data_dir and dataset_name (data files name their split themselves)")
+    if (dataset_config_name is not None or dataset_revision is not None) and dataset_name is None:
+        raise ValueError("dataset_config_name and dataset_revision need dataset_name")
+    columns = None if source_column is None and target_column is None else (source_column, target_column)
+    if columns is not None and (None in columns or data_dir is not None):
+        raise ValueError("source_column and target_column go together, with data files or dataset_name")
     if data_dir is not None:
         return _load_from_dir(data_dir, splits or DEFAULT_SPLITS, source_lang, target_lang)
-    if json_files:
-        return _load_from_json(json_files, source_lang, target_lang)
-    return _load_from_hub(dataset_name, dataset_config_name, source_lang, target_lang)
+    if files:
+        return load_from_files(files, source_lang, target_lang, columns)
+    return load_from_hub(
+        dataset_name, dataset_config_name, source_lang, target_lang, splits, dataset_revision, columns
+    )
+
+
+def resolve_split_names(args: DataArguments) -> dict[str, str]:
+    """Our split name -> the data_dir stem or dataset split a run reads; fills in `args.validation_split` and
+    `args.test_split` when unset (`DEFAULT_SPLITS` for a data_dir, else `DATASET_SPLITS`) so that
+    `training_args.json` records them and results files are named by them."""
+    defaults = DEFAULT_SPLITS if args.data_dir else DATASET_SPLITS
+    args.validation_split = args.validation_split or defaults["validation"]
+    args.test_split = args.test_split or defaults["test"]
+    return {"train": args.train_split, "validation": args.validation_split, "test": args.test_split}
 
 
 def load_training_splits(args: DataArguments) -> datasets.DatasetDict:
     """The train/validation/test pairs a training run reads (`load_parallel_dataset`); Multi30k if no source is
     given, train and test cut to `--max_train_samples` / `--max_test_samples`.
 
-    Sets `args.data_dir` to the folder read in that case, so that `training_args.json` records it.
+    Sets `args.data_dir` to the folder read in that case, and the split names (`resolve_split_names`), so that
+    `training_args.json` records them.
 
     Raises:
         ValueError, FileNotFoundError: from `load_parallel_dataset` (names the file); no or an empty train split
-            (names its source).
+            (names its source and the splits there).
     """
     if args.data_dir is None and args.dataset_name is None and args.train_file is None:
         args.data_dir = str(default_data_dir())
-    splits = {"train": "train", "validation": args.validation_split, "test": args.test_split}
+    splits = resolve_split_names(args)
     raw = load_parallel_dataset(
         args.source_lang,
         args.target_lang,
@@ -390,43 +348,60 @@ def load_training_splits(args: DataArguments) -> datasets.DatasetDict:
         test_file=args.test_file,
         dataset_name=args.dataset_name,
         dataset_config_name=args.dataset_config_name,
-        splits=splits if args.data_dir else None,
-    )
-    origin = (
-        f"{Path(args.data_dir) / f'train.{args.source_lang}'}[.gz]"
-        if args.data_dir
-        else args.train_file or f"{args.dataset_name} [train]"
+        splits=None if args.train_file else splits,
+        source_column=args.source_column,
+        target_column=args.target_column,
+        dataset_revision=args.dataset_revision,
     )
     if "train" not in raw:
-        raise ValueError(f"no train split in the data: {origin} (splits: {list(raw)})")
+        there = ", ".join(_splits_there(args)) or "none"
+        raise ValueError(f"no train split in the data: {_origin(args, args.train_split)} (splits there: {there})")
     if len(raw["train"]) == 0:
-        raise ValueError(f"the train split is empty: {origin} has no line")
+        raise ValueError(f"the train split is empty: {_origin(args, args.train_split)} has no line")
     for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
         if limit is not None and split in raw:
             raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
     return raw
 
 
+def _origin(args: DataArguments, split: str) -> str:
+    """Where a split of the run's data is read from, for error messages."""
+    if args.data_dir:
+        return f"{Path(args.data_dir) / f'{split}.{args.source_lang}'}[.gz]"
+    return args.train_file or f"{args.dataset_name} [{split}]"
+
+
+def _splits_there(args: DataArguments) -> list[str]:
+    """The splits of the run's data_dir or dataset (for error messages)."""
+    if args.data_dir:
+        return available_splits(args.data_dir, args.source_lang, args.target_lang)
+    if args.dataset_name:
+        return dataset_split_names(args.dataset_name, args.dataset_config_name, args.dataset_revision)
+    return []
+
+
 def check_training_splits(raw: datasets.DatasetDict, args: DataArguments, train_args: TrainingArguments) -> None:
-    """The splits of a data_dir that the run will use must exist: the test split unless `--do_test false`, the
-    validation split when `--eval_steps` > 0. A misspelled `--test_split` fails here, before training, not after.
+    """The splits of a data_dir or dataset that the run will use must exist: the test split unless `--do_test
+    false`, the validation split when `--eval_steps` > 0. A misspelled `--test_split` fails here, before training,
+    not after.
 
     Raises:
-        ValueError: naming the flag, the two files looked for and the splits that are there.
+        ValueError: naming the flag, what was looked for and the splits that are there.
     """
-    if not args.data_dir:
+    if not (args.data_dir or args.dataset_name):
         return
     needed = {
         "test": ("--test_split", args.test_split, train_args.do_test, "--do_test false"),
         "validation": ("--validation_split", args.validation_split, train_args.eval_steps > 0, "--eval_steps 0"),
     }
-    for split, (flag, stem, used, way_out) in needed.items():
+    for split, (flag, name, used, way_out) in needed.items():
         if used and split not in raw:
-            there = ", ".join(available_splits(args.data_dir, args.source_lang, args.target_lang)) or "none"
-            raise ValueError(
-                f"{flag} {stem!r}: no {stem}.{args.source_lang}[.gz] and {stem}.{args.target_lang}[.gz] in "
-                f"{args.data_dir} (splits there: {there}); or pass {way_out}"
-            )
+            there = ", ".join(_splits_there(args)) or "none"
+            if args.data_dir:
+                looked_for = f"no {name}.{args.source_lang}[.gz] and {name}.{args.target_lang}[.gz] in {args.data_dir}"
+            else:
+                looked_for = f"no split {name!r} in {args.dataset_name}"
+            raise ValueError(f"{flag} {name!r}: {looked_for} (splits there: {there}); or pass {way_out}")
 
 
 def iter_texts(
