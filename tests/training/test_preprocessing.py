@@ -37,3 +37,27 @@ def test_a_split_with_nothing_dropped_is_not_reindexed(small_tokenizer):
     kept, counts = tokenize_split(dataset, small_tokenizer, ("en", "de"), (50, 50))
     assert counts == {"pairs": 4, "kept": 4, "empty": 0, "source_too_long": 0, "target_too_long": 0}
     assert kept._indices is None and len(kept) == 4
+
+
+def test_truncation_gives_the_ids_of_the_tokenizers_own_truncation(multi30k_dir, small_tokenizer):
+    """--truncate_long_pairs: transformers' run_translation.py behaviour, the tokenizer called with
+    truncation=True and max_length (which keeps </s>); only empty pairs are dropped."""
+    sources = read_multi30k(multi30k_dir, "train", "en", 200) + [""]
+    targets = read_multi30k(multi30k_dir, "train", "de", 200) + ["leer"]
+    pairs = [{"en": source, "de": target} for source, target in zip(sources, targets, strict=True)]
+    dataset = datasets.Dataset.from_dict({"translation": pairs})
+    kept, counts = tokenize_split(dataset, small_tokenizer, ("en", "de"), (12, 14), truncate=True)
+
+    source_ids = small_tokenizer(sources[:-1], truncation=True, max_length=12)["input_ids"]
+    target_ids = small_tokenizer(text_target=targets[:-1], truncation=True, max_length=14)["input_ids"]
+    assert kept["input_ids"] == source_ids and kept["labels"] == target_ids
+    assert kept["source_length"] == [len(ids) for ids in source_ids]
+    full_sources = [len(ids) for ids in small_tokenizer(sources[:-1])["input_ids"]]
+    full_targets = [len(ids) for ids in small_tokenizer(text_target=targets[:-1])["input_ids"]]
+    # Each pair counted once, under the first rule that applies (as drop_reason): a cut source before a cut target.
+    cut_targets = sum(target > 14 and source <= 12 for source, target in zip(full_sources, full_targets, strict=True))
+    assert counts == {
+        "pairs": 201, "kept": 200, "empty": 1, "source_too_long": 0, "target_too_long": 0,
+        "source_truncated": sum(length > 12 for length in full_sources), "target_truncated": cut_targets,
+    }  # fmt: skip
+    assert counts["source_truncated"] > 0 and counts["target_truncated"] > 0
