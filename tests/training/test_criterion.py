@@ -10,6 +10,7 @@ from vaswani_transformer.training.criterion import (
     LabelSmoothedCrossEntropyCriterion,
     keep_logits_in_autocast_dtype,
     label_smoothed_cross_entropy,
+    linear_label_smoothed_cross_entropy,
 )
 
 
@@ -83,6 +84,65 @@ def test_label_smoothed_loss_gradient_is_the_same_on_a_second_backward():
     torch.testing.assert_close(second, 2.0 * expected_logits.grad)
 
 
+@pytest.mark.parametrize("chunks", [1, 4, 7, 40])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_linear_loss_value_and_gradients_equal_torch_cross_entropy_of_the_projection(eps, chunks):
+    """The output projection and the loss in row chunks against `F.cross_entropy(h @ W.T, label_smoothing=eps,
+    ignore_index=-100)` in fp32: value and the gradients of both h and W; chunk counts that do not divide the 27
+    rows, and more chunks than rows."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 37, (3, 9))
+    labels[0, 5:] = -100
+    labels[2, :] = -100
+    hidden = torch.randn(3, 9, 8, requires_grad=True)
+    weight = torch.randn(37, 8, requires_grad=True)
+    ours = linear_label_smoothed_cross_entropy(hidden, weight, labels, eps, chunks=chunks)
+    reference_hidden = hidden.detach().clone().requires_grad_()
+    reference_weight = weight.detach().clone().requires_grad_()
+    logits = (reference_hidden @ reference_weight.t()).reshape(-1, 37)  # (27, 37)
+    expected = F.cross_entropy(logits, labels.reshape(-1), label_smoothing=eps, ignore_index=-100)
+    torch.testing.assert_close(ours, expected)
+    (ours * 1.7).backward()
+    (expected * 1.7).backward()
+    torch.testing.assert_close(hidden.grad, reference_hidden.grad)
+    torch.testing.assert_close(weight.grad, reference_weight.grad)
+    assert torch.all(hidden.grad[2] == 0) and torch.all(hidden.grad[0, 5:] == 0)
+    assert torch.isnan(linear_label_smoothed_cross_entropy(hidden, weight, torch.full((3, 9), -100), eps))
+    with pytest.raises(ValueError, match="chunks"):
+        linear_label_smoothed_cross_entropy(hidden, weight, labels, eps, chunks=0)
+
+
+def test_linear_loss_never_builds_the_logits_and_follows_bf16_autocast():
+    """No tensor of `(tokens, vocab)` elements is created in forward or backward (every operation's output is
+    recorded by a `TorchDispatchMode`), and under bf16 autocast the value stays within bf16 rounding of the fp32
+    loss of the same projection."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestOutput(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    self.largest = max(self.largest, tensor.numel())
+            return out
+
+    torch.manual_seed(0)
+    tokens, vocab, width = 64, 500, 16
+    hidden = torch.randn(4, 16, width, requires_grad=True)
+    weight = torch.randn(vocab, width, requires_grad=True)
+    labels = torch.randint(0, vocab, (4, 16))
+    with LargestOutput() as recorder:
+        linear_label_smoothed_cross_entropy(hidden, weight, labels, 0.1, chunks=4).backward()
+    assert recorder.largest == tokens // 4 * vocab  # one chunk's logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = linear_label_smoothed_cross_entropy(hidden, weight, labels, 0.1, chunks=4)
+    full = F.cross_entropy((hidden @ weight.t()).reshape(-1, vocab), labels.reshape(-1), label_smoothing=0.1)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, full, atol=0.05, rtol=0.02)  # bf16 logits: 8 significant bits
+
+
 @pytest.mark.parametrize("blocked", [False, True])
 def test_criterion_equals_the_models_own_loss_value_and_gradient(blocked):
     """`criterion(model, batch)` (labels shifted right into decoder inputs, §3.1) gives the loss and gradients of
@@ -103,6 +163,29 @@ def test_criterion_equals_the_models_own_loss_value_and_gradient(blocked):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
     with pytest.raises(KeyError, match="labels"):
         criterion(model, {"input_ids": batch["input_ids"]})
+
+
+def test_criterion_with_output_chunks_equals_the_models_own_loss_value_and_gradient():
+    """The chunked output projection + loss through the bare encoder-decoder gives `model(**batch).loss` and its
+    gradients (the tied embedding / output matrix included); a wrapper without `lm_head` is refused."""
+    torch.manual_seed(0)
+    model = VaswaniTransformerForConditionalGeneration(tiny_config(label_smoothing=0.1)).eval()
+    batch = {"input_ids": torch.randint(4, 1000, (2, 6)), "labels": torch.randint(4, 1000, (2, 5))}
+    batch["labels"][1, 3:] = -100
+    criterion = LabelSmoothedCrossEntropyCriterion(0.1, output_chunks=3)
+    ours = criterion(model, batch)
+    ours.backward()
+    ours_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    expected = model(**batch).loss
+    expected.backward()
+    torch.testing.assert_close(ours, expected)
+    for got, want in zip(ours_grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+    with pytest.raises(TypeError, match="output_chunks"):
+        criterion(torch.nn.ModuleDict({"inner": model}), batch)
+    with pytest.raises(ValueError, match="output_chunks"):
+        LabelSmoothedCrossEntropyCriterion(0.1, blocked=True, output_chunks=2)
 
 
 def test_a_prepared_bf16_model_gives_the_criterion_its_autocast_logits():
