@@ -70,6 +70,7 @@ from vaswani_transformer.training.loop import TrainingRun, train
 from vaswani_transformer.training.model_card import render_model_card
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_training_splits
 from vaswani_transformer.training.recipe import build_generation_config, build_optimizer, build_scheduler
+from vaswani_transformer.training.run_environment import environment
 from vaswani_transformer.training.telemetry import JsonlLog, configure_logging
 from vaswani_transformer.training.vocabulary import run_tokenizer
 
@@ -252,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "elapsed_seconds": round(state.elapsed_seconds, 2),
         "distributed_type": accelerator.distributed_type.value,
         "num_processes": accelerator.num_processes,
+        **environment(accelerator),  # hardware and versions, for the model card (training.run_environment)
     }
     if train_args.average_last_k > 1:
         results["averaged_checkpoints"] = average_last_checkpoints(
