@@ -6,18 +6,23 @@ scaled by sqrt(d_model) and shared between source, target and the output project
 one to one through one name table (`_weight_names`: our fused projections stack Marian's separate W^Q, W^K, W^V),
 and each refuses what the other model cannot express: `from_marian` a logits bias, two vocabularies and LayerDrop;
 `to_marian` pre-norm layers and a LayerNorm epsilon other than Marian's.
+
+A converted model keeps Marian's tokenizer (`MarianTokenizer`: SentencePiece models for source and target over one
+shared vocabulary, ids as the embeddings were trained with); `load_tokenizer` loads it, or ours, from a saved model.
 """
 
 import copy
 
 import torch
-from transformers import MarianConfig, MarianMTModel
+from transformers import AutoTokenizer, MarianConfig, MarianMTModel
+from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
 from .configuration_vaswani_transformer import POSITIONAL_ENCODING_LAYOUTS, VaswaniTransformerConfig
 from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
+from .tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 
 
-__all__ = ["config_from_marian", "config_to_marian", "from_marian", "to_marian"]
+__all__ = ["config_from_marian", "config_to_marian", "from_marian", "load_tokenizer", "to_marian"]
 
 # Marian's LayerNorms are `nn.LayerNorm(d_model)`: PyTorch's default epsilon, not configurable.
 MARIAN_LAYER_NORM_EPS = 1e-5
@@ -260,3 +265,18 @@ def to_marian(model: VaswaniTransformerForConditionalGeneration) -> MarianMTMode
         raise RuntimeError(f"Conversion is incomplete: missing {sorted(missing)}, unexpected {unexpected}.")
     marian.generation_config = copy.deepcopy(model.generation_config)
     return marian.to(model.device).eval()
+
+
+def load_tokenizer(path: str):
+    """The tokenizer saved with a model (a directory or Hub id): ours (`VaswaniTransformerTokenizerFast`), or the one
+    its `tokenizer_config.json` names otherwise, through `AutoTokenizer` (the `MarianTokenizer` of a model converted
+    from MarianMT, which needs the `sentencepiece` package).
+
+    Raises:
+        OSError: if `path` holds no tokenizer (from transformers, naming it).
+        ImportError: a Marian tokenizer without the `sentencepiece` package.
+    """
+    tokenizer_class = get_tokenizer_config(path).get("tokenizer_class")
+    if tokenizer_class in (None, VaswaniTransformerTokenizerFast.__name__):
+        return VaswaniTransformerTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)

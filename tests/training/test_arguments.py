@@ -16,8 +16,8 @@ from vaswani_transformer.training.arguments import (
     parse_arguments,
 )
 from vaswani_transformer.training.data import load_training_splits
+from vaswani_transformer.training.initialization import build_model_config
 from vaswani_transformer.training.presets import preset_names
-from vaswani_transformer.training.train import build_model_config
 from vaswani_transformer.training.train import main as train_main
 
 

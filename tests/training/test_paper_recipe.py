@@ -26,7 +26,7 @@ from vaswani_transformer.training.checkpoints import (
     latest_checkpoint,
     list_checkpoints,
 )
-from vaswani_transformer.training.recipe import build_optimizer, build_scheduler, inverse_sqrt_lr
+from vaswani_transformer.training.recipe import build_optimizer, build_scheduler, eq3_multiplier, inverse_sqrt_lr
 
 
 # §5.3, Eq. 3 ------------------------------------------------------------------------------------------------------
@@ -101,6 +101,23 @@ def test_scheduler_yields_eq3_through_optimizer_steps():
     expected = [2.0 * eq3(step, 64, 10) for step in range(1, 31)]
     assert used == pytest.approx(expected, rel=1e-12)
     assert max(used) == used[9]  # the peak is the 10th update (step == warmup_steps)
+
+
+@pytest.mark.parametrize("d_model, warmup, peak", [(512, 4000, 5e-4), (256, 800, 1e-3), (16, 4, 3e-4)])
+def test_learning_rate_is_the_peak_of_eq3s_shape(d_model, warmup, peak):
+    """--learning_rate: Eq. 3 scaled so that its largest value, at step warmup_steps, is the given rate."""
+    model = torch.nn.Linear(4, 4)
+    optimizer = build_optimizer(model)
+    scheduler = build_scheduler(optimizer, d_model, warmup, eq3_multiplier(d_model, warmup, peak))
+    used = []
+    for _ in range(3 * warmup):
+        used.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(used) == pytest.approx(peak, rel=1e-12) and used.index(max(used)) == warmup - 1
+    expected = [peak * eq3(step, d_model, warmup) / eq3(warmup, d_model, warmup) for step in range(1, 3 * warmup + 1)]
+    assert used == pytest.approx(expected, rel=1e-12)
+    assert eq3_multiplier(d_model, warmup, None, 2.0) == 2.0  # unset: --lr_multiplier (1.0: the paper)
 
 
 def test_scheduler_requires_base_lr_one():

@@ -68,12 +68,17 @@ class TrainerState:
         epoch: the epoch in progress (0-based), i.e. the epoch passed to `TokenBatchSampler.set_epoch` on resume.
         batches_in_epoch: micro-batches of `epoch` this rank has consumed (all ranks consume the same number).
         elapsed_seconds: training wall-clock time so far (seconds), for logs and time limits.
+        best_metric, best_step: the best validation value of `--metric_for_best_model` so far and its step.
+        validations_without_improvement: validations since then (early stopping, `training.loop.early_stopping`).
     """
 
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
     elapsed_seconds: float = 0.0
+    best_metric: float | None = None
+    best_step: int | None = None
+    validations_without_improvement: int = 0
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write `trainer_state.json` into `directory`."""

@@ -45,11 +45,18 @@ class TrainingRun:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     dataloader: DataLoader  # its batch_sampler is the TokenBatchSampler
     log: JsonlLog
-    validate: Callable[[], dict]  # validation loss and BLEU on every rank
+    validate: Callable[[], dict] | None  # validation loss and BLEU on every rank; None: no validation pairs
 
 
 def stop_reason(args: TrainingArguments, state: TrainerState, epoch_length: int, time_up: bool) -> str | None:
-    """Why training ends after this step: max_steps, num_train_epochs or max_train_minutes (None: go on)."""
+    """Why training ends after this step: max_steps, num_train_epochs, max_train_minutes or early stopping
+    (`early_stopping`), as a line that starts with the flag that stopped it (None: go on)."""
+    patience = args.early_stopping_patience
+    if patience and state.validations_without_improvement >= patience:
+        return (
+            f"early_stopping_patience {patience}: eval_{args.metric_for_best_model} did not improve on "
+            f"{state.best_metric:.4g} (step {state.best_step}) in {patience} validations"
+        )
     if args.max_steps > 0 and state.step >= args.max_steps:
         return f"max_steps {args.max_steps}"
     if state.epoch + state.batches_in_epoch / max(epoch_length, 1) >= args.num_train_epochs:
@@ -59,12 +66,27 @@ def stop_reason(args: TrainingArguments, state: TrainerState, epoch_length: int,
     return None
 
 
-def train(run: TrainingRun, state: TrainerState) -> TrainerState:
-    """Epochs of token batches from `state` on, until `stop_reason`; returns the final state.
+def early_stopping(args: TrainingArguments, state: TrainerState, results: dict) -> None:
+    """Count a validation for early stopping (transformers' `EarlyStoppingCallback`, fairseq's `--patience`): a new
+    best `eval_{metric_for_best_model}` (higher BLEU or chrF, lower loss) resets the count of validations without
+    improvement, any other value adds one. Kept in `state`, so that a resumed run goes on counting."""
+    value = results.get(f"eval_{args.metric_for_best_model}")
+    if value is None:
+        return
+    lower_is_better = args.metric_for_best_model == "loss"
+    if state.best_metric is None or (value < state.best_metric if lower_is_better else value > state.best_metric):
+        state.best_metric, state.best_step, state.validations_without_improvement = value, state.step, 0
+    else:
+        state.validations_without_improvement += 1
+
+
+def train(run: TrainingRun, state: TrainerState) -> tuple[TrainerState, str]:
+    """Epochs of token batches from `state` on, until `stop_reason`; returns the final state and that reason.
 
     Per micro-batch: forward, backward (scaled by accelerate for accumulation); on the last micro-batch of a group:
-    clip (if max_grad_norm > 0), Adam step, Eq. 3 schedule step. After each optimizer step: log, validate and
-    checkpoint as configured. A resumed run continues inside its epoch, skipping the batches already consumed.
+    clip (if max_grad_norm > 0), Adam step, Eq. 3 schedule step. After each optimizer step: log, validate (every
+    `eval_steps` and at the last step) and checkpoint as configured. A resumed run continues inside its epoch,
+    skipping the batches already consumed.
     """
     args, accelerator, model = run.args, run.accelerator, run.model
     sampler: TokenBatchSampler = run.dataloader.batch_sampler
@@ -76,6 +98,7 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
     )
     start = time.perf_counter() - state.elapsed_seconds
     last_save, last_saved_step = time.perf_counter(), state.step
+    last_validated_step = None
     interval = Interval()
     model.train()
     reason = stop_reason(args, state, len(sampler), time_up=False)
@@ -117,9 +140,13 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
                 run.log.write(record)
                 progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=record["tokens_per_second"])
                 interval = Interval()
-            if args.eval_steps > 0 and state.step % args.eval_steps == 0:
-                run.log.write({"step": state.step, **run.validate()})
+            if run.validate and args.eval_steps > 0 and state.step % args.eval_steps == 0:
+                results = run.validate()
+                early_stopping(args, state, results)
+                run.log.write({"step": state.step, **results})
+                last_validated_step = state.step
                 interval.start = time.perf_counter()  # validation time does not count as training throughput
+                reason = reason or stop_reason(args, state, len(sampler), time_up)
             if (args.save_steps > 0 and state.step % args.save_steps == 0) or save_due:
                 save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args), model=model)
                 last_save, last_saved_step = time.perf_counter(), state.step
@@ -130,6 +157,8 @@ def train(run: TrainingRun, state: TrainerState) -> TrainerState:
             reason = stop_reason(args, state, len(sampler), time_up=False)
     progress.close()
     logger.info("stopped at step %d (epoch %d): %s", state.step, state.epoch, reason)
+    if run.validate and last_validated_step != state.step:  # the last step's weights, before any averaging
+        run.log.write({"step": state.step, **run.validate()})
     if args.saves_checkpoints and last_saved_step != state.step:
         save_checkpoint(accelerator, args.output_dir, state, keep=checkpoints_to_keep(args), model=model)
-    return state
+    return state, reason

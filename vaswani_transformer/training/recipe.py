@@ -3,6 +3,9 @@
 - `inverse_sqrt_lr`: the learning-rate schedule of §5.3, Eq. 3.
 - `build_optimizer`: Adam with beta1 = 0.9, beta2 = 0.98, eps = 1e-9 (§5.3).
 - `build_scheduler`: a `torch.optim.lr_scheduler.LambdaLR` whose lambda *is* Eq. 3 (the optimizer's base lr is 1.0).
+- `eq3_multiplier`: the factor on Eq. 3 that makes its peak a given learning rate (`--learning_rate`).
+- `effective_batch`, `gradient_accumulation_for`: the tokens an optimizer step holds (§5.1: ~25000 source and
+  25000 target tokens), and the accumulation that reaches a target on any number of processes.
 - `build_generation_config`: the decoding of §6.1 (beam search, length penalty) that a trained model is saved with.
 
 Label smoothing (§5.4) is the training criterion (`training.criterion`), checkpoint averaging (§6.1)
@@ -10,6 +13,8 @@ Label smoothing (§5.4) is the training criterion (`training.criterion`), checkp
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -25,6 +30,9 @@ __all__ = [
     "build_generation_config",
     "build_optimizer",
     "build_scheduler",
+    "effective_batch",
+    "eq3_multiplier",
+    "gradient_accumulation_for",
     "inverse_sqrt_lr",
 ]
 
@@ -60,6 +68,53 @@ def inverse_sqrt_lr(step: int, d_model: int, warmup_steps: int, multiplier: floa
         )
     step = max(step, 1)
     return multiplier * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def eq3_multiplier(d_model: int, warmup_steps: int, learning_rate: float | None, lr_multiplier: float = 1.0) -> float:
+    """The constant factor on Eq. 3 that a run uses: `lr_multiplier` (1.0: the paper), or, given a peak
+    `learning_rate`, learning_rate * (d_model * warmup_steps)^0.5, so that Eq. 3's peak at step warmup_steps,
+    d_model^-0.5 * warmup_steps^-0.5 times the factor, equals `learning_rate` (the shape stays Eq. 3's: linear
+    warmup, then inverse square-root decay).
+
+    Raises:
+        ValueError: if `learning_rate` is given but not positive.
+    """
+    if learning_rate is None:
+        return lr_multiplier
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    return learning_rate * (d_model * warmup_steps) ** 0.5
+
+
+def gradient_accumulation_for(target_tokens_per_step: int, max_tokens: int, num_processes: int) -> int:
+    """§5.1 ("each training batch contained a set of sentence pairs containing approximately 25000 source tokens and
+    25000 target tokens"): the micro-batches per optimizer step, ceil(target / (max_tokens x num_processes)), so that
+    a step holds at least the target in padded tokens per side, and less than one more micro-batch per process.
+
+    Raises:
+        ValueError: if a single micro-batch on every process already holds more than 1.25x the target (the step
+            cannot be made smaller): names the numbers and the largest --max_tokens that fits.
+    """
+    per_micro_batch = max_tokens * num_processes  # padded tokens per side, all processes
+    if per_micro_batch > 1.25 * target_tokens_per_step:
+        raise ValueError(
+            f"--target_tokens_per_step {target_tokens_per_step} cannot be met: {num_processes} processes x "
+            f"--max_tokens {max_tokens} = {per_micro_batch} tokens in a single micro-batch; use --max_tokens "
+            f"{target_tokens_per_step // num_processes} or fewer processes"
+        )
+    return math.ceil(target_tokens_per_step / per_micro_batch)
+
+
+def effective_batch(max_tokens: int, num_processes: int, gradient_accumulation_steps: int) -> dict[str, int]:
+    """The effective batch of one optimizer step, as printed at the start and written to train_results.json:
+    tokens_per_step = max_tokens x num_processes x gradient_accumulation_steps (padded tokens per side, an upper
+    bound: the token batches fill up to max_tokens, §5.1)."""
+    return {
+        "max_tokens": max_tokens,
+        "num_processes": num_processes,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "tokens_per_step": max_tokens * num_processes * gradient_accumulation_steps,
+    }
 
 
 def build_optimizer(

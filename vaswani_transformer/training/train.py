@@ -36,13 +36,11 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
+from vaswani_transformer import VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.output_dir import check_output_dir, prepare_output_dir
 from vaswani_transformer.training.allocator import keep_freed_memory
 from vaswani_transformer.training.arguments import (
     DataArguments,
-    ModelArguments,
-    architecture_overrides,
     parse_arguments,
 )
 from vaswani_transformer.training.averaging import average_last_checkpoints
@@ -66,10 +64,18 @@ from vaswani_transformer.training.evaluation import (
 )
 from vaswani_transformer.training.fsdp import enable_fsdp_on_cpu, full_model
 from vaswani_transformer.training.hub import check_hub_access
+from vaswani_transformer.training.initialization import build_model_config, initial_learning_rate, load_pretrained
 from vaswani_transformer.training.loop import TrainingRun, train
 from vaswani_transformer.training.model_card import render_model_card
 from vaswani_transformer.training.preprocessing import LENGTH_COLUMNS, length_columns, tokenize_training_splits
-from vaswani_transformer.training.recipe import build_generation_config, build_optimizer, build_scheduler
+from vaswani_transformer.training.recipe import (
+    build_generation_config,
+    build_optimizer,
+    build_scheduler,
+    effective_batch,
+    eq3_multiplier,
+    gradient_accumulation_for,
+)
 from vaswani_transformer.training.run_environment import environment
 from vaswani_transformer.training.telemetry import JsonlLog, configure_logging
 from vaswani_transformer.training.vocabulary import run_tokenizer
@@ -88,25 +94,6 @@ def validation_set(tokenized: datasets.Dataset, raw: datasets.Dataset, args: Dat
     limit = min(args.max_eval_samples or len(tokenized), len(tokenized))
     sources, references = source_and_target_texts(raw, args.source_lang, args.target_lang, args.max_eval_samples)
     return ValidationSet(tokenized=tokenized.select(range(limit)), sources=sources, references=references)
-
-
-def build_model_config(args: ModelArguments, tokenizer) -> VaswaniTransformerConfig:
-    """Table 3 preset (base | big) or the config defaults (custom), overridden by every architecture flag set.
-
-    Raises:
-        ValueError: for an unknown `--model`, or an invalid architecture (from the config, naming the values).
-    """
-    presets = {"base": VaswaniTransformerConfig.base, "big": VaswaniTransformerConfig.big}
-    if args.model not in (*presets, "custom"):
-        raise ValueError(f"--model must be base, big or custom, got {args.model!r}")
-    return presets.get(args.model, VaswaniTransformerConfig)(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.bos_token_id,
-        **architecture_overrides(args),
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -147,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     enable_fsdp_on_cpu(accelerator)  # an FSDP launch with --use_cpu true: accelerate's FSDP2 on CPU (training.fsdp)
     configure_logging(accelerator)
     set_seed(train_args.seed)
+    if train_args.target_tokens_per_step:  # §5.1's ~25k tokens a step on any number of processes
+        accelerator.gradient_accumulation_steps = train_args.gradient_accumulation_steps = gradient_accumulation_for(
+            train_args.target_tokens_per_step, train_args.max_tokens, accelerator.num_processes
+        )
+    batch = effective_batch(train_args.max_tokens, accelerator.num_processes, train_args.gradient_accumulation_steps)
+    logger.info(
+        "effective batch: %d tokens per side per optimizer step (--max_tokens %d x %d processes x %d accumulation)",
+        batch["tokens_per_step"], train_args.max_tokens, accelerator.num_processes,
+        train_args.gradient_accumulation_steps,
+    )  # fmt: skip
     checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, out)  # refuses to continue another run
 
     # Data: pairs, the shared vocabulary (§5.1), tokenized and filtered splits, token batches (§5.1).
@@ -155,7 +152,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = {**asdict(model_args), **asdict(data_args), **asdict(train_args)}
     languages = (data_args.source_lang, data_args.target_lang)
     run_dir = checkpoint.parent if checkpoint else None
-    tokenizer = run_tokenizer(accelerator, model_args, raw["train"], languages, run_dir)
+    if model_args.model_name_or_path:  # fine-tuning: the saved model and its own tokenizer (training.initialization)
+        pretrained, tokenizer = load_pretrained(model_args)
+    else:
+        pretrained, tokenizer = None, run_tokenizer(accelerator, model_args, raw["train"], languages, run_dir)
     tokenized, stats = tokenize_training_splits(accelerator, raw, tokenizer, data_args)
     # The train text is not read again. Reading it (BPE, tokenization) mapped every page of its Arrow file into this
     # process: dropping the dataset closes the memory map (4.5M pairs: 0.9 GB less resident memory from here on).
@@ -180,17 +180,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         generator=torch.Generator().manual_seed(train_args.seed),
     )
 
-    # Model (Table 3), label-smoothed loss (§5.4), Adam and the Eq. 3 schedule (§5.3); a resume checks the run and
-    # loads its checkpoint.
-    model_config = build_model_config(model_args, tokenizer)
+    # Model (Table 3, or the one fine-tuned), label-smoothed loss (§5.4), Adam and the Eq. 3 schedule (§5.3); a
+    # resume checks the run and loads its checkpoint.
+    model_config = pretrained.config if pretrained else build_model_config(model_args, tokenizer)
     if checkpoint:
         check_resume(checkpoint, model_config, arguments)
     model_config._attn_implementation = model_args.attn_implementation  # training only: not saved with the model
-    model = VaswaniTransformerForConditionalGeneration(model_config)
-    model.generation_config = build_generation_config(model_config, train_args, data_args)
+    model = pretrained or VaswaniTransformerForConditionalGeneration(model_config)
+    if not pretrained:  # a fine-tune keeps the generation config it loaded
+        model.generation_config = build_generation_config(model_config, train_args, data_args)
     logger.info(
-        "model: %s preset, %.2fM parameters, %s attention",
-        model_args.model,
+        "model: %s, %.2fM parameters, %s attention",
+        model_args.model_name_or_path or f"{model_args.model} preset",
         model.num_parameters() / 1e6,
         model_args.attn_implementation,
     )
@@ -200,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         model.compile()  # in place: the module, its state-dict keys and `unwrap_model` stay as they are
     criterion = LabelSmoothedCrossEntropyCriterion(model_config.label_smoothing, blocked=train_args.cpu_kernels)
     optimizer = build_optimizer(model)
-    scheduler = build_scheduler(optimizer, model_config.d_model, train_args.warmup_steps, train_args.lr_multiplier)
+    learning_rate = train_args.learning_rate or initial_learning_rate(model_args.model_name_or_path, model_config)
+    multiplier = eq3_multiplier(model_config.d_model, train_args.warmup_steps, learning_rate, train_args.lr_multiplier)
+    scheduler = build_scheduler(optimizer, model_config.d_model, train_args.warmup_steps, multiplier)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     keep_logits_in_autocast_dtype(accelerator, model)  # the criterion reads bf16 logits, not an fp32 copy
     state = load_checkpoint(accelerator, checkpoint) if checkpoint else TrainerState()
@@ -237,13 +240,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Beam search never runs sharded: under FSDP each validation decodes with an all-gathered copy (training.fsdp).
     run = TrainingRun(
         train_args, accelerator, model, criterion, optimizer, scheduler, dataloader, log,
-        lambda: validate_with(model=full_model(accelerator, model)),
+        (lambda: validate_with(model=full_model(accelerator, model))) if has_validation else None,
     )  # fmt: skip
     if train_args.keep_freed_memory and accelerator.device.type == "cpu":
         # From here on no page faults for the tensors every step allocates anew; what data preparation freed is
         # returned to the kernel first (training.allocator).
         keep_freed_memory()
-    state = train(run, state)
+    state, stop_reason = train(run, state)
+    log.write({"step": state.step, "stop_reason": stop_reason})
 
     # §6.1: average the last checkpoints, save the model, score the test split.
     unwrapped = full_model(accelerator, model)  # the model itself, or under FSDP its all-gathered copy
@@ -253,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "elapsed_seconds": round(state.elapsed_seconds, 2),
         "distributed_type": accelerator.distributed_type.value,
         "num_processes": accelerator.num_processes,
+        "effective_batch": batch,  # tokens per optimizer step (training.recipe.effective_batch)
+        "stop_reason": stop_reason,  # the flag that ended the loop, and why (training.loop.stop_reason)
         **environment(accelerator),  # hardware and versions, for the model card (training.run_environment)
     }
     if train_args.average_last_k > 1:
