@@ -12,7 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import save_tiny_translation_model
+import sacrebleu
+import torch
+from conftest import generate_texts, read_multi30k, save_tiny_translation_model
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
 from vaswani_transformer.command_line import run
 from vaswani_transformer.training import evaluate_cli, evaluation
@@ -71,11 +74,17 @@ def test_case3_evaluate_never_writes_over_the_training_run(run_dir, quick):
 
 
 def test_case3_default_folder_is_named_after_the_split_and_settings(run_dir):
-    args = evaluate_cli.EvaluationArguments(model=str(run_dir), split="val", max_source_length=64)
+    args = evaluate_cli.EvaluationArguments(model=str(run_dir), test_split="val", max_source_length=64)
     expected = run_dir / "eval" / "val-en-de-beam4-max_source_length64"
-    assert evaluate_cli.default_output_dir(args, num_beams=4) == expected
+    assert evaluate_cli.default_output_dir(args, num_beams=[4]) == expected
     hub = evaluate_cli.EvaluationArguments(model="org/name", max_samples=5)
-    assert evaluate_cli.default_output_dir(hub, 4) == Path("eval/org--name/test_2016_flickr-en-de-beam4-max_samples5")
+    assert evaluate_cli.default_output_dir(hub, [4]) == Path(
+        "eval/org--name/test_2016_flickr-en-de-beam4-max_samples5"
+    )
+    sweep = evaluate_cli.EvaluationArguments(model="org/name", length_penalty=[0.6, 1.0])
+    assert evaluate_cli.default_output_dir(sweep, [1, 4], "wmt--wmt14-de-en-test") == Path(
+        "eval/org--name/wmt--wmt14-de-en-test-en-de-beam1,4-lp0.6,1"
+    )
 
 
 def test_case3_evaluate_refuses_non_empty_output_dir(run_dir, quick, tmp_path, capsys):
@@ -129,7 +138,7 @@ def test_case3_evaluate_checks_everything_before_writing(run_dir, quick, multi30
     with pytest.raises(FileNotFoundError) as no_split:
         evaluate_cli.main(["--model", str(run_dir), *quick, "--split", "test_2099"])
     assert str(no_split.value) == (
-        f"--split test_2099: no test_2099.en[.gz] / .de[.gz] in {multi30k_dir} "
+        f"--test_split test_2099: no test_2099.en[.gz] / .de[.gz] in {multi30k_dir} "
         "(splits there: test_2016_flickr, train, val)"
     )
     missing = tmp_path / "nowhere"
@@ -139,6 +148,13 @@ def test_case3_evaluate_checks_everything_before_writing(run_dir, quick, multi30
         evaluate_cli.main(["--model", str(run_dir), "--data_dir", str(multi30k_dir), "--max_samples", "0"])
     with pytest.raises(ValueError, match="^--max_tokens must be at least 1, got 0$"):
         evaluate_cli.main(["--model", str(run_dir), "--data_dir", str(multi30k_dir), "--max_tokens", "0"])
+    with pytest.raises(ValueError, match="^--num_beams must be at least 1, got 0$"):
+        evaluate_cli.main(["--model", str(run_dir), *quick, "--num_beams", "4", "0"])
+    with pytest.raises(ValueError, match="^give one of --data_dir, --test_file, --dataset_name"):
+        evaluate_cli.main(["--model", str(run_dir), *quick, "--test_file", str(tmp_path / "x.jsonl")])
+    if not torch.cuda.is_available():  # a device this machine lacks is named before the model is loaded
+        with pytest.raises(ValueError, match="^--device cuda: "):
+            evaluate_cli.main(["--model", str(run_dir), *quick, "--device", "cuda"])
     assert snapshot(run_dir) == before and not (run_dir / "eval").exists() and not missing.exists()
 
 
@@ -147,3 +163,127 @@ def test_write_results_still_writes_into_the_run_directory(tmp_path):
     evaluation.write_results({"bleu": 1.0}, ["a\nb", "c"], str(tmp_path / "run"), "test_2016_flickr", "de")
     assert json.loads((tmp_path / "run" / "results_test_2016_flickr.json").read_text()) == {"bleu": 1.0}
     assert (tmp_path / "run" / "hyps_test_2016_flickr.de").read_text(encoding="utf-8") == "a b\nc\n"
+
+
+# Issue 34: any data layout, any device, sweeps of the beam settings -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_dir(trained, tmp_path_factory) -> Path:
+    """The suite's `trained` model saved with the paper's decoding (beam 4, alpha 0.6, §6.1), as train.py saves it:
+    its translations are real words, so BLEU and chrF are not 0 and a wrong reference would show."""
+    from vaswani_transformer import save_translation_pipeline
+
+    model, tokenizer, _ = trained
+    directory = tmp_path_factory.mktemp("trained") / "model"
+    model.save_pretrained(directory)
+    generation_config = GenerationConfig.from_pretrained(directory)
+    generation_config.update(num_beams=4, length_penalty=0.6, early_stopping=True)
+    generation_config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    save_translation_pipeline(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pairs(multi30k_dir) -> dict[str, list[str]]:
+    """Six real test pairs of Multi30k."""
+    return {lang: read_multi30k(multi30k_dir, "test_2016_flickr", lang, 6) for lang in ("en", "de")}
+
+
+@pytest.fixture(scope="module")
+def layouts(pairs, tmp_path_factory) -> Path:
+    """The six pairs in each layout a user brings: JSON lines and Parquet, each with a `translation` dict column or
+    flat `src`/`ref` columns (and an extra column), and a local dataset folder in the Hub layout whose README names
+    a split `newstest` (not train/validation/test)."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("layouts")
+    nested = datasets.Dataset.from_dict(
+        {"translation": [{"en": e, "de": d} for e, d in zip(pairs["en"], pairs["de"], strict=True)]}
+    )
+    flat = datasets.Dataset.from_dict({"id": list(range(6)), "src": pairs["en"], "ref": pairs["de"]})
+    for name, dataset in (("nested", nested), ("flat", flat)):
+        dataset.to_json(folder / f"{name}.jsonl", lines=True, force_ascii=False)
+        dataset.to_parquet(folder / f"{name}.parquet")
+    hub = folder / "hub_layout"
+    hub.mkdir()
+    flat.to_parquet(hub / "newstest.parquet")
+    readme = (
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: newstest\n    path: newstest.parquet\n---\n"
+    )
+    (hub / "README.md").write_text(readme, encoding="utf-8")
+    return folder
+
+
+def written(out: Path, name: str) -> tuple[dict, list[str]]:
+    """The results and hypotheses `vaswani-evaluate` wrote for `name`."""
+    results = json.loads((out / f"results_{name}.json").read_text(encoding="utf-8"))
+    return results, (out / f"hyps_{name}.de").read_text(encoding="utf-8").splitlines()
+
+
+def assert_sacrebleu_scores(results: dict, hypotheses: list[str], references: list[str]) -> None:
+    """The written scores are sacrebleu's own on the written hypotheses (computed here, without the library)."""
+    bleu, chrf = sacrebleu.corpus_bleu(hypotheses, [references]), sacrebleu.corpus_chrf(hypotheses, [references])
+    assert results["chrf"] > 0 and results["num_sentences"] == len(references) == len(hypotheses)
+    assert (results["bleu"], results["chrf"]) == (bleu.score, chrf.score)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "flags"),
+    [
+        ("nested.jsonl", []),
+        ("flat.jsonl", ["--source_column", "src", "--target_column", "ref"]),
+        ("nested.parquet", []),
+        ("flat.parquet", ["--source_column", "src", "--target_column", "ref"]),
+    ],
+)
+def test_evaluate_reads_json_lines_and_parquet_files(trained_dir, layouts, pairs, tmp_path, file_name, flags):
+    out = tmp_path / "scores"
+    test_file = layouts / file_name
+    argv = ["--model", str(trained_dir), "--test_file", str(test_file), *flags, "--device", "cpu"]
+    evaluate_cli.main([*argv, "--num_beams", "1", "--output_dir", str(out)])
+    split = file_name.split(".")[0]  # named after the file
+    results, hypotheses = written(out, split)
+    assert_sacrebleu_scores(results, hypotheses, pairs["de"])
+    assert results["test_file"] == str(test_file) and results["device"] == "cpu" and results["split"] == split
+    model = AutoModelForSeq2SeqLM.from_pretrained(trained_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(trained_dir, trust_remote_code=True)
+    longest = max(len(ids) for ids in tokenizer(pairs["en"])["input_ids"])
+    expected = generate_texts(model, tokenizer, pairs["en"], num_beams=1, max_new_tokens=longest + 50)
+    assert hypotheses == [text.strip() for text in expected]
+
+
+def test_evaluate_reads_a_dataset_folder_split_and_sweeps_beams_and_length_penalties(trained_dir, layouts, pairs):
+    argv = ["--model", str(trained_dir), "--dataset_name", str(layouts / "hub_layout"), "--test_split", "newstest"]
+    argv += ["--source_column", "src", "--target_column", "ref", "--num_beams", "1", "2", "--length_penalty", "0", "2"]
+    evaluate_cli.main(argv)
+    out = trained_dir / "eval" / "hub_layout-newstest-en-de-beam1,2-lp0,2"
+    names = ["newstest-beam1", "newstest-beam2-lp0", "newstest-beam2-lp2"]  # greedy search once: alpha cannot act
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [f"hyps_{name}.de" for name in names] + [f"results_{name}.json" for name in names] + ["sweep_newstest.md"]
+    )
+    model = AutoModelForSeq2SeqLM.from_pretrained(trained_dir, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(trained_dir, trust_remote_code=True)
+    longest = max(len(ids) for ids in tokenizer(pairs["en"])["input_ids"])
+    table = (out / "sweep_newstest.md").read_text(encoding="utf-8").splitlines()
+    assert table[0].startswith("| num_beams | length_penalty | BLEU | chrF |")
+    outputs = {}
+    for name, row, (beams, alpha) in zip(names, table[2:5], [(1, None), (2, 0.0), (2, 2.0)], strict=True):
+        results, hypotheses = written(out, name)
+        outputs[alpha] = hypotheses
+        assert_sacrebleu_scores(results, hypotheses, pairs["de"])
+        assert (results["num_beams"], results["length_penalty"], results["split"]) == (beams, alpha, "newstest")
+        assert row.startswith(f"| {beams} | {'-' if alpha is None else alpha} | {results['bleu']:.2f} |")
+        settings = {"num_beams": beams} | ({"length_penalty": alpha} if alpha is not None else {})
+        expected = generate_texts(model, tokenizer, pairs["en"], max_new_tokens=longest + 50, **settings)
+        assert hypotheses == [text.strip() for text in expected]
+    assert outputs[0.0] != outputs[2.0]  # the length penalty reached the beam search
+    # A finished sweep is never written over without --overwrite_output_dir; a split that is not there is named.
+    with pytest.raises(FileExistsError, match="pass --overwrite_output_dir"):
+        evaluate_cli.main(argv)
+    with pytest.raises(FileNotFoundError) as missing:
+        evaluate_cli.main([*argv[:4], "--test_split", "test"])
+    assert str(missing.value) == (
+        f"--test_split test: no such split in --dataset_name {layouts / 'hub_layout'} (splits there: newstest)"
+    )

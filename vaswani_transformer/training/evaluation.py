@@ -8,7 +8,8 @@ paper's tokenised multi-bleu, which is why they are not directly comparable to T
 
 - `translate`, `evaluate_translations`: length-sorted batches through `generate`, then the local sacreBLEU metric;
 - `validation_loss`, `validate`, `ValidationSet`: what train.py measures on the validation pairs;
-- `write_results`: `results_<split>.json` and `hyps_<split>.<lang>`, the files of a scored split.
+- `write_results`: `results_<split>.json` and `hyps_<split>.<lang>`, the files of a scored split;
+- `sweep_table`, `write_sweep_table`: one row per decoding setting of a `vaswani-evaluate` sweep, `sweep_<split>.md`.
 
 The `vaswani-evaluate` command (`training/evaluate_model.py`) is `evaluate_cli`.
 """
@@ -40,10 +41,12 @@ __all__ = [
     "ValidationSet",
     "evaluate_translations",
     "load_metric",
+    "sweep_table",
     "translate",
     "validate",
     "validation_loss",
     "write_results",
+    "write_sweep_table",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,17 +68,21 @@ def translate(
     sources: Sequence[str],
     *,
     num_beams: int | None = None,
+    length_penalty: float | None = None,
     batch_size: int | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_source_length: int | None = None,
 ) -> list[str]:
-    """Translate `sources` with `model.generate` (the model's generation config; `num_beams` overrides its beam).
+    """Translate `sources` with `model.generate` (the model's generation config; `num_beams` and `length_penalty`
+    override its values), on the device the model is on.
 
     Sentences are decoded longest first in batches of at most `max_tokens` padded source tokens and `batch_size`
     sentences (`length_sorted_batches`, as fairseq and eole batch), and returned in the input order. Per batch,
     `max_new_tokens` = longest source (tokens) + 50 (§6.1).
 
     Args:
+        num_beams: beam size (None: the generation config's; 1 is greedy search).
+        length_penalty: alpha of the beam's length normalisation (None: the generation config's; §6.1 uses 0.6).
         batch_size: sentences per `generate()` call at most (None: only `max_tokens` limits a batch).
         max_tokens: padded source tokens per `generate()` call (sentences x longest source, `</s>` included).
         max_source_length: truncate sources to this many tokens (None: the tokenizer's `model_max_length`).
@@ -89,6 +96,8 @@ def translate(
     encoded = tokenizer(list(sources), truncation=True, max_length=max_source_length)["input_ids"]
     hypotheses: list[str] = [""] * len(sources)
     kwargs = {"num_beams": num_beams} if num_beams else {}
+    if length_penalty is not None:
+        kwargs["length_penalty"] = length_penalty
     for indices in length_sorted_batches([len(ids) for ids in encoded], max_tokens, batch_size):
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in indices]}, return_tensors="pt").to(device)
         generated = model.generate(  # (batch, out_len)
@@ -106,6 +115,7 @@ def evaluate_translations(
     references: Sequence[str],
     *,
     num_beams: int | None = None,
+    length_penalty: float | None = None,
     batch_size: int | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_source_length: int | None = None,
@@ -114,7 +124,8 @@ def evaluate_translations(
 ) -> tuple[dict, list[str]]:
     """Translate `sources` and score them against `references` (one reference per source).
 
-    Batches as `translate`: longest first, at most `max_tokens` padded source tokens and `batch_size` sentences.
+    Batches as `translate`: longest first, at most `max_tokens` padded source tokens and `batch_size` sentences;
+    `num_beams` and `length_penalty` override the model's generation config, as there.
 
     With an `accelerator`, every process translates every `num_processes`-th sentence and the hypotheses are
     gathered (`accelerate.utils.gather_object`) so that all processes return the full list and the same scores;
@@ -139,6 +150,7 @@ def evaluate_translations(
         tokenizer,
         [sources[i] for i in mine],
         num_beams=num_beams,
+        length_penalty=length_penalty,
         batch_size=batch_size,
         max_tokens=max_tokens,
         max_source_length=max_source_length,
@@ -236,8 +248,8 @@ def validate(
     return results
 
 
-# What `write_results` writes, and so all that evaluation ever empties (fnmatch patterns on file names).
-EVALUATION_OUTPUTS = ("results_*.json", "hyps_*")
+# What `write_results` and `write_sweep_table` write, and so all that evaluation ever empties (fnmatch patterns).
+EVALUATION_OUTPUTS = ("results_*.json", "hyps_*", "sweep_*.md")
 
 
 def write_results(results: dict, hypotheses: Sequence[str], output_dir: str, split: str, lang: str) -> None:
@@ -265,3 +277,49 @@ def write_results(results: dict, hypotheses: Sequence[str], output_dir: str, spl
     (output / f"hyps_{split}.{lang}").write_text(
         "".join(h.replace("\n", " ") + "\n" for h in hypotheses), encoding="utf-8"
     )
+
+
+# The columns of a sweep's summary: (header, key in a `results` dict, format).
+SWEEP_COLUMNS = (
+    ("num_beams", "num_beams", "{}"),
+    ("length_penalty", "length_penalty", "{}"),
+    ("BLEU", "bleu", "{:.2f}"),
+    ("chrF", "chrf", "{:.2f}"),
+    ("BLEU lowercase", "bleu_lowercase", "{:.2f}"),
+    ("seconds", "seconds", "{:.1f}"),
+    ("hypotheses", "hypotheses_file", "{}"),
+)
+
+
+def sweep_table(rows: Sequence[dict]) -> str:
+    """A Markdown table of a decoding sweep: one line per setting, in the order given, and the signatures below it.
+
+    Args:
+        rows: `results` dicts (as written to `results_*.json`) with num_beams, length_penalty (None for greedy
+            search, where no length penalty applies: shown as "-"), bleu, chrf, bleu_lowercase, seconds,
+            hypotheses_file, bleu_signature and chrf_signature.
+    Returns:
+        The table, ending in a newline. The sacreBLEU signatures are those of the first row; they differ between
+        rows only in the library's version string, which is the same within one run.
+    Raises:
+        KeyError: if a row lacks one of those keys.
+    """
+    lines = ["| " + " | ".join(header for header, _, _ in SWEEP_COLUMNS) + " |"]
+    lines.append("|" + "|".join("---:" if key != "hypotheses_file" else "---" for _, key, _ in SWEEP_COLUMNS) + "|")
+    for row in rows:
+        cells = ["-" if row[key] is None else form.format(row[key]) for _, key, form in SWEEP_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        lines += ["", f"BLEU: {rows[0]['bleu_signature']}", f"chrF: {rows[0]['chrf_signature']}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_table(rows: Sequence[dict], output_dir: str, split: str) -> Path:
+    """Write `sweep_table(rows)` to `output_dir/sweep_<split>.md` (UTF-8) and return the path.
+
+    Raises:
+        OSError: if the file cannot be written.
+    """
+    path = Path(output_dir) / f"sweep_{split}.md"
+    path.write_text(sweep_table(rows), encoding="utf-8")
+    return path
