@@ -21,10 +21,13 @@ array is 32 MB, larger than the CPU's cache, and decoding gets 2x slower per sen
 Its choices are transformers': candidates = the top `2 * num_beams` of log p(y_t | y_<t, x) + the beam's score, a
 finished hypothesis scores sum(log p) / (generated length) ** length_penalty, `early_stopping` as in
 `GenerationConfig`; with `generation_config.length_penalty_type = "gnmt"` the divisor is GNMT's
-((5 + length) / 6) ** length_penalty instead (`LENGTH_PENALTY_TYPES`). With fp32 weights and the default type its
-token ids equal those of `GenerationMixin._beam_search` (`tests/model/test_beam_search.py` checks this against
-transformers' own loop, on a trained model and real sentences). It imports only torch, transformers and the
-standard library: it travels with the model as remote code.
+((5 + length) / 6) ** length_penalty instead (`decoding_vaswani_transformer.LENGTH_PENALTY_TYPES`). With fp32
+weights and the default type its token ids equal those of `GenerationMixin._beam_search`
+(`tests/model/test_beam_search.py` checks this against transformers' own loop, on a trained model and real
+sentences). The decoder steps it takes come from
+`decoding_vaswani_transformer` (one model's `IncrementalDecoder`, or an ensemble's `EnsembleDecoder`), which also
+forces target prefixes (`generate(target_prefix=...)`). It imports only torch, transformers, the standard library
+and that module: it travels with the model as remote code.
 
 Shapes: `sentences` still searched, `beams` = `num_beams`, `rows` = sentences * beams, `candidates` = 2 * beams
 (one more set per extra EOS id), `vocab` = vocab_size, `max_length` in tokens including the decoder start token.
@@ -33,44 +36,30 @@ Shapes: `sentences` still searched, `beams` = `num_beams`, `rows` = sentences * 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import torch
-from torch.nn import functional as F
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
 from transformers import generation as hf_generation
 from transformers.generation.utils import GENERATION_MODES_MAPPING, GenerationMode
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutput
+
+from .decoding_vaswani_transformer import (
+    EnsembleDecoder,
+    IncrementalDecoder,
+    TargetPrefixLogitsProcessor,
+    force_target_prefix,
+    length_penalty_denominator,
+    length_penalty_type,
+    prefix_tensor,
+)
 
 
 # Rows of logits handled at once: 64 x 8,000 fp32 scores = 2 MB, which stays in a CPU core's cache through the
 # softmax and top-k. Profiled on the 2-core CPU of benchmarks/results with transformers' loop: log-softmax over
 # 1,024 rows x 8,000 took 21 ms a step, over 256 rows 1.9 ms (11x the time for 4x the rows).
 LOGITS_CHUNK_ROWS = 64
-
-# Deviation from the paper (the default): |Y|^alpha, not GNMT's form that §6.1 cites; "gnmt" gives the paper's.
-# How a finished hypothesis of `length` generated tokens is normalised, `generation_config.length_penalty_type`:
-# "length" divides sum(log p) by length ** alpha (transformers, fairseq, CTranslate2: the default); "gnmt" divides
-# it by ((5 + length) / 6) ** alpha, the length penalty of Wu et al. 2016 (GNMT, arXiv:1609.08144, §7 Eq. 14),
-# which the paper cites for its "length penalty alpha = 0.6" (§6.1, reference [38]) and which tensor2tensor, the
-# paper's code, implements. Only this module's beam search knows "gnmt".
-LENGTH_PENALTY_TYPES = ("length", "gnmt")
-
-
-def length_penalty_type(generation_config: GenerationConfig) -> str:
-    """`generation_config.length_penalty_type` ("length" when unset). Raises ValueError for another value."""
-    value = getattr(generation_config, "length_penalty_type", None) or "length"
-    if value not in LENGTH_PENALTY_TYPES:
-        raise ValueError(f"length_penalty_type must be one of {LENGTH_PENALTY_TYPES}, got {value!r}")
-    return value
-
-
-def length_penalty_denominator(length: int, alpha: float, penalty_type: str = "length") -> float:
-    """The divisor of a finished hypothesis' sum(log p): `length ** alpha` ("length") or `((5 + length) / 6) **
-    alpha` ("gnmt", Wu et al. 2016 Eq. 14); `length` in generated tokens (EOS included, start token excluded)."""
-    return ((5 + length) / 6) ** alpha if penalty_type == "gnmt" else length**alpha
-
 
 # Logits processors and stopping criteria that look at each row alone (not at the row's position in the batch),
 # so they give the same result when finished sentences have left the batch. Anything else runs transformers' loop.
@@ -139,67 +128,6 @@ def unsupported_reason(
     return None
 
 
-class _CrossAttentionKeysValues:
-    """W^K and W^V of the encoder output per decoder layer, `(sentences, heads, src_len, head_dim)`: what
-    `VaswaniTransformerAttention` reads from an `EncoderDecoderCache.cross_attention_cache` (`.layers[i].keys`,
-    `.layers[i].values`, `.update`)."""
-
-    def __init__(self, num_layers: int):
-        self.layers = [_KeysValues() for _ in range(num_layers)]
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        self.layers[layer_idx].keys, self.layers[layer_idx].values = keys, values
-        return keys, values
-
-
-class _KeysValues:
-    keys: torch.Tensor
-    values: torch.Tensor
-
-
-class BeamSearchCache:
-    """The decoder's keys and values during `beam_search`, readable by `VaswaniTransformerAttention` as it reads an
-    `EncoderDecoderCache`: `update` appends a step's self-attention keys and values, `cross_attention_cache` and
-    `is_updated` hold the encoder-decoder ones (computed once per sentence, at the first step).
-
-    Self-attention tensors are `(rows, heads, steps, head_dim)`; `select_rows` reorders them after each step (beam
-    search moves hypotheses between the beams of a sentence) and drops the rows of finished sentences in the same
-    copy; `select_sentences` drops their encoder-decoder keys and values.
-    """
-
-    def __init__(self, num_layers: int):
-        self.self_attention = [None] * num_layers  # per layer: (keys, values) of (rows, heads, steps, head_dim)
-        self.cross_attention_cache = _CrossAttentionKeysValues(num_layers)
-        self.is_updated: dict[int, bool] = {}
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Decoder steps cached (tokens)."""
-        entry = self.self_attention[layer_idx]
-        return 0 if entry is None else entry[0].shape[2]
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append `(rows, heads, new_steps, head_dim)` keys and values; return all steps' for the layer."""
-        entry = self.self_attention[layer_idx]
-        if entry is not None:
-            keys, values = torch.cat([entry[0], keys], dim=2), torch.cat([entry[1], values], dim=2)
-        self.self_attention[layer_idx] = (keys, values)
-        return keys, values
-
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep self-attention rows `rows` (`(new_rows,)` indices into the current rows), in that order."""
-        self.self_attention = [
-            None if entry is None else (entry[0].index_select(0, rows), entry[1].index_select(0, rows))
-            for entry in self.self_attention
-        ]
-
-    def select_sentences(self, sentences: torch.Tensor) -> None:
-        """Keep the encoder-decoder keys and values of `sentences` (`(new_sentences,)` indices), in that order."""
-        for layer in self.cross_attention_cache.layers:
-            if hasattr(layer, "keys"):
-                layer.keys = layer.keys.index_select(0, sentences)
-                layer.values = layer.values.index_select(0, sentences)
-
-
 def _gather_beams(tensor: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """`(sentences, beams, ...)`, `(sentences, k)` -> `(sentences, k, ...)`: transformers' `_gather_beams`."""
     while indices.dim() < tensor.dim():
@@ -214,6 +142,8 @@ def beam_search(
     logits_processor: LogitsProcessorList,
     stopping_criteria: StoppingCriteriaList,
     generation_config: GenerationConfig,
+    step_decoder: IncrementalDecoder | EnsembleDecoder | None = None,
+    target_prefix: torch.LongTensor | None = None,
     **model_kwargs,
 ) -> torch.LongTensor:
     """Beam search with the semantics of transformers' `GenerationMixin._beam_search` (5.x), sentences leaving the
@@ -228,6 +158,10 @@ def beam_search(
         model_kwargs: `encoder_outputs` (`(batch, src_len, d_model)`, one row per sentence), `attention_mask`
             (`(batch, src_len)` or None), and the unused `cache` (`past_key_values` before transformers 5.25) and
             `use_cache`.
+        step_decoder: the decoder(s) to search with (an ensemble's `EnsembleDecoder`); default: the model's own
+            `IncrementalDecoder` on `encoder_outputs`.
+        target_prefix: `(batch, longest prefix)` tokens forced at the first steps of each sentence (`prefix_tensor`;
+            `force_target_prefix`, applied after the logits processors), or None.
     Returns:
         `(batch * num_return_sequences, out_len)` token ids, best hypothesis first for each sentence, starting with
         the decoder start token; shorter hypotheses are filled with transformers' fill value (the pad id, or the
@@ -270,35 +204,17 @@ def beam_search(
     )
     out_lengths = torch.zeros((batch_size, num_return_sequences), dtype=torch.long, device=device)
 
-    decoder = model.get_decoder()
-    encoder_hidden_states = model_kwargs["encoder_outputs"][0]  # (sentences, src_len, d_model)
-    encoder_padding_mask = model_kwargs.get("attention_mask")  # (sentences, src_len) or None
-    cache = BeamSearchCache(len(decoder.layers))
-    encoder_attention_mask = None
-    mask_sentences = -1
+    if step_decoder is None:
+        step_decoder = IncrementalDecoder(
+            model, model_kwargs["encoder_outputs"][0], model_kwargs.get("attention_mask"), num_beams
+        )
+    prefix_length = 0 if target_prefix is None else target_prefix.shape[1]
 
     while True:
         sentences = running_sequences.shape[0]
         flat_running_sequences = running_sequences[:, :, :cur_len].reshape(sentences * num_beams, cur_len)
         # a. One decoder step for every row: the last token of each running hypothesis.
-        inputs_embeds, hidden_states = decoder.embed(flat_running_sequences[:, -1:], None, cur_len - 1)
-        if mask_sentences != sentences:  # the source mask, rebuilt when sentences leave (as the decoder builds it)
-            encoder_attention_mask = create_bidirectional_mask(
-                config=model.config,
-                inputs_embeds=inputs_embeds.view(sentences, num_beams, -1),
-                attention_mask=encoder_padding_mask,
-                encoder_hidden_states=encoder_hidden_states,
-            )
-            mask_sentences = sentences
-        for layer in decoder.layers:
-            hidden_states = layer(
-                hidden_states,
-                None,  # one query step sees every cached step: no causal mask needed
-                encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask,
-                cache=cache,
-            )
-        hidden_states = decoder.final_norm(hidden_states)[:, -1]  # (rows, d_model)
+        step_decoder.step(flat_running_sequences[:, -1:], cur_len - 1)
 
         # b. Accumulated log-probabilities and the top candidates, a chunk of sentences at a time.
         topk_log_probs = torch.empty((sentences, beams_to_keep), device=device)
@@ -307,8 +223,10 @@ def beam_search(
         for start in range(0, sentences, chunk):
             end = min(start + chunk, sentences)
             rows = slice(start * num_beams, end * num_beams)
-            logits = model.lm_head(hidden_states[rows]).float()  # (chunk rows, vocab)
-            log_probs = logits_processor(flat_running_sequences[rows], F.log_softmax(logits, dim=-1))
+            log_probs = logits_processor(flat_running_sequences[rows], step_decoder.log_probs(rows))
+            if cur_len - decoder_prompt_len < prefix_length:  # forced tokens of a target prefix
+                forced = target_prefix[sentence_ids[start:end], cur_len - decoder_prompt_len]  # (chunk sentences,)
+                log_probs = force_target_prefix(log_probs, forced)
             log_probs = log_probs.view(end - start, num_beams, -1) + running_beam_scores[start:end, :, None]
             candidates = (topk_log_probs[start:end], topk_indices[start:end])
             torch.topk(log_probs.view(end - start, -1), beams_to_keep, out=candidates)
@@ -382,12 +300,9 @@ def beam_search(
             )
             sequences, beam_scores, finished_lengths = sequences[kept], beam_scores[kept], finished_lengths[kept]
             is_sent_finished, improvement_possible = is_sent_finished[kept], improvement_possible[kept]
-            encoder_hidden_states = encoder_hidden_states.index_select(0, kept)
-            if encoder_padding_mask is not None:
-                encoder_padding_mask = encoder_padding_mask.index_select(0, kept)
-            cache.select_sentences(kept)
+            step_decoder.select_sentences(kept)
             rows_to_keep = rows_to_keep.view(sentences, num_beams)[kept].view(-1)
-        cache.select_rows(rows_to_keep)
+        step_decoder.select_rows(rows_to_keep)
 
     out_sequences[sentence_ids] = sequences[:, :num_return_sequences]
     out_lengths[sentence_ids] = finished_lengths[:, :num_return_sequences]
@@ -411,22 +326,25 @@ def _sharded_across_processes(model) -> bool:
     )
 
 
-def decoding_loop_for(model, args: tuple, kwargs: dict) -> Callable | None:
+def decoding_loop_for(model, args: tuple, kwargs: dict, target_prefix=None) -> Callable | None:
     """The `custom_generate` that `generate(*args, **kwargs)` of `model` should use: `beam_search_loop` for beam
     search and beam sampling (which it hands to transformers' loop, or refuses with the "gnmt" length penalty), None
     (transformers' own loops) for every other mode, a streamer, `synced_gpus` or parameters sharded across processes.
+    With a `target_prefix` (one list of token ids per sentence, or a `prefix_tensor`), the same loop with the prefix
+    bound: `beam_search_loop`, or `prefixed_transformers_loop` where transformers' loop runs.
 
     Reads the generation mode as `generate` will (`GenerationConfig.update` with the call's keyword arguments,
     `GenerationConfig.get_generation_mode`), on a copy: nothing of the caller's is changed.
     """
+    prefix = None if target_prefix is None else prefix_tensor(target_prefix)
     if kwargs.get("streamer") is not None or kwargs.get("synced_gpus") or _sharded_across_processes(model):
-        return None
+        return None if prefix is None else functools.partial(prefixed_transformers_loop, target_prefix=prefix)
     generation_config = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
     generation_config = copy.deepcopy(generation_config or model.generation_config)
     generation_config.update(**kwargs)
     if generation_config.get_generation_mode(kwargs.get("assistant_model")) not in BEAM_MODES:
-        return None
-    return beam_search_loop
+        return None if prefix is None else functools.partial(prefixed_transformers_loop, target_prefix=prefix)
+    return beam_search_loop if prefix is None else functools.partial(beam_search_loop, target_prefix=prefix)
 
 
 def beam_search_loop(
@@ -435,6 +353,7 @@ def beam_search_loop(
     logits_processor: LogitsProcessorList,
     stopping_criteria: StoppingCriteriaList,
     generation_config: GenerationConfig,
+    target_prefix: torch.LongTensor | None = None,
     **model_kwargs,
 ):
     """The decoding loop of `generate(num_beams > 1)` (a `custom_generate` callable): `beam_search` on one encoder
@@ -443,6 +362,7 @@ def beam_search_loop(
 
     Args:
         input_ids: `(batch * num_beams, 1)` decoder start tokens (longer with a decoder prompt).
+        target_prefix: `(batch, longest prefix)` forced first tokens (`prefix_tensor`), or None.
         model_kwargs: as `generate()` prepared them: `encoder_outputs` and `attention_mask` repeated per beam
             (`(batch * num_beams, src_len, ...)`, the beams of a sentence in adjacent rows), the cache, `use_cache`.
     Returns:
@@ -450,7 +370,8 @@ def beam_search_loop(
         when its loop runs the search.
     Raises:
         ValueError: `generation_config.length_penalty_type` is not "length"/"gnmt", or is "gnmt" (which
-            transformers' loop does not know) on a call that only transformers' loop can run.
+            transformers' loop does not know) on a call that only transformers' loop can run; `target_prefix` has
+            not one row per sentence.
     """
     beams, shared = generation_config.num_beams, dict(model_kwargs)
     encoder_outputs = model_kwargs.get("encoder_outputs")
@@ -459,13 +380,38 @@ def beam_search_loop(
         shared["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_outputs[0][::beams].contiguous())
         if model_kwargs.get("attention_mask") is not None:
             shared["attention_mask"] = model_kwargs["attention_mask"][::beams]  # (batch, src_len)
+    if target_prefix is not None:
+        target_prefix = prefix_tensor(target_prefix, input_ids.shape[0] // beams, input_ids.device)
     reason = unsupported_reason(model, input_ids, logits_processor, stopping_criteria, generation_config, shared)
     if reason is None:
-        return beam_search(model, input_ids, logits_processor, stopping_criteria, generation_config, **shared)
+        return beam_search(
+            model, input_ids, logits_processor, stopping_criteria, generation_config, None, target_prefix, **shared
+        )
     if length_penalty_type(generation_config) != "length":
         raise ValueError(
             f"length_penalty_type={generation_config.length_penalty_type!r} needs this model's beam search, "
             f"which cannot run this call ({reason}); use length_penalty_type='length' for it"
+        )
+    return prefixed_transformers_loop(
+        model, input_ids, logits_processor, stopping_criteria, generation_config, target_prefix, **model_kwargs
+    )
+
+
+def prefixed_transformers_loop(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    target_prefix: torch.LongTensor | None = None,
+    **model_kwargs,
+):
+    """`transformers_decoding_loop` with `TargetPrefixLogitsProcessor(target_prefix)` after the other logits
+    processors (none added without a prefix): forced first tokens in transformers' greedy, sampling and beam loops,
+    whose rows (sentences x `num_beams` or `num_return_sequences`, adjacent) never change."""
+    if target_prefix is not None:
+        logits_processor = LogitsProcessorList(
+            [*logits_processor, TargetPrefixLogitsProcessor(prefix_tensor(target_prefix), input_ids.shape[1])]
         )
     return transformers_decoding_loop(
         model, input_ids, logits_processor, stopping_criteria, generation_config, **model_kwargs

@@ -38,6 +38,8 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_vaswani_transformer import VaswaniTransformerConfig
+from .decoding_vaswani_transformer import ScoreOutput
+from .decoding_vaswani_transformer import score as score_sequences
 from .generation_vaswani_transformer import decoding_loop_for
 
 
@@ -764,16 +766,38 @@ class VaswaniTransformerForConditionalGeneration(VaswaniTransformerPreTrainedMod
             }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
-    def generate(self, *args, custom_generate=None, **kwargs):
+    def generate(self, *args, custom_generate=None, target_prefix=None, **kwargs):
         """`GenerationMixin.generate`; beam search runs `generation_vaswani_transformer.beam_search` as its decoding
         loop, through generate's `custom_generate` hook, and everything else transformers' own loops.
 
         transformers prepares the inputs, logits processors and stopping criteria as usual; a `custom_generate`
         given by the caller (a callable or a Hub repository) is used as given. Returns what `generate` returns.
+
+        Args:
+            target_prefix: forced first tokens per sentence, then a free search (CTranslate2's `target_prefix`):
+                one list of target ids per sentence (an empty list forces nothing), without `</s>` or the decoder
+                start token; they are part of the output and of its score. Any generation mode.
+        Raises:
+            ValueError: if `target_prefix` has not one entry per sentence, as `generate` otherwise.
         """
         if custom_generate is None:
-            custom_generate = decoding_loop_for(self, args, kwargs)
+            custom_generate = decoding_loop_for(self, args, kwargs, target_prefix)
+        elif target_prefix is not None:
+            raise ValueError("target_prefix works with this model's own decoding loops, not a custom_generate")
         return super().generate(*args, custom_generate=custom_generate, **kwargs)
+
+    def score(
+        self,
+        input_ids: torch.LongTensor,
+        labels: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        generation_config=None,
+        length_penalty: float | None = None,
+    ) -> ScoreOutput:
+        """Forced decoding: log p(y_t | y_<t, x) of given `(batch, tgt_len)` labels (-100 where padded) per token,
+        and per sentence normalised as beam search's `sequences_scores` (sum / |y| ** length_penalty, from the
+        generation config). `decoding_vaswani_transformer.score`, which gives shapes and errors."""
+        return score_sequences(self, input_ids, labels, attention_mask, generation_config, length_penalty)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """`(batch, tgt_len)` labels -> decoder inputs, for `DataCollatorForSeq2Seq(model=...)`."""

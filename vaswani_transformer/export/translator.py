@@ -114,6 +114,7 @@ class Translator:
         max_new_tokens: int | None = None,
         max_tokens: int | None = None,
         batch_size: int | None = None,
+        target_prefix: Sequence[Sequence[int]] | None = None,
         **options: Any,
     ) -> list[list[int]]:
         """Translate token ids: CTranslate2's counterpart of `model.generate()`.
@@ -124,6 +125,8 @@ class Translator:
             max_tokens: padded source tokens per `translate_batch` call (sentences are sorted longest first;
                 default `DEFAULT_MAX_TOKENS`, as the pipeline's).
             batch_size: sentences per call at most (default: no limit besides `max_tokens`).
+            target_prefix: forced first target ids per sentence (CTranslate2's `target_prefix`; `generate`'s
+                `target_prefix`), an empty list for none; they begin the returned ids.
             **options: further `ctranslate2.Translator.translate_batch` arguments (e.g. `sampling_topk`).
         Returns:
             The generated ids of each sentence, in input order, ending with `</s>` unless `max_new_tokens` cut them
@@ -151,6 +154,10 @@ class Translator:
         pending = []
         for indices in length_sorted_batches([len(ids) for ids in input_ids], max_tokens, batch_size):
             sources = [self.tokenizer.convert_ids_to_tokens(list(input_ids[i])) for i in indices]
+            if target_prefix is not None:
+                options["target_prefix"] = [
+                    self.tokenizer.convert_ids_to_tokens(list(target_prefix[i])) for i in indices
+                ]
             pending.append((indices, self.translator.translate_batch(sources, asynchronous=True, **options)))
         for indices, results in pending:
             for index, result in zip(indices, results, strict=True):
