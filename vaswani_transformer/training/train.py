@@ -51,6 +51,7 @@ from vaswani_transformer.training.checkpoints import (
     load_checkpoint,
     resolve_checkpoint,
 )
+from vaswani_transformer.training.compilation import compile_criterion
 from vaswani_transformer.training.cpu_kernels import use_cpu_kernels
 from vaswani_transformer.training.criterion import LabelSmoothedCrossEntropyCriterion, keep_logits_in_autocast_dtype
 from vaswani_transformer.training.data import check_training_splits, load_training_splits, source_and_target_texts
@@ -197,9 +198,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if train_args.cpu_kernels:
         use_cpu_kernels(model)  # the CPU dropout kernel, in place; saved files stay those of nn.Dropout
+    # §5.4 loss. --torch_compile compiles it with the forward and backward (training.compilation); the model stays
+    # eager for validation, generate() and saving. The row-blocked CPU loss does not compile: the default replaces it.
+    blocked_loss = train_args.cpu_kernels and not model_args.torch_compile
+    criterion = LabelSmoothedCrossEntropyCriterion(model_config.label_smoothing, blocked=blocked_loss)
     if model_args.torch_compile:
-        model.compile()  # in place: the module, its state-dict keys and `unwrap_model` stay as they are
-    criterion = LabelSmoothedCrossEntropyCriterion(model_config.label_smoothing, blocked=train_args.cpu_kernels)
+        criterion = compile_criterion(criterion)
     optimizer = build_optimizer(model)
     learning_rate = train_args.learning_rate or initial_learning_rate(model_args.model_name_or_path, model_config)
     multiplier = eq3_multiplier(model_config.d_model, train_args.warmup_steps, learning_rate, train_args.lr_multiplier)
