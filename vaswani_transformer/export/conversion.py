@@ -44,11 +44,11 @@ import torch
 from transformers import GenerationConfig
 
 from ..configuration_vaswani_transformer import VaswaniTransformerConfig
+from ..convert import load_tokenizer
 from ..generation_vaswani_transformer import length_penalty_type
 from ..modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration, sinusoidal_positional_encoding
 from ..output_dir import check_not_model_dir, check_output_dir
 from ..pipeline_translation import _positive_int
-from ..tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 
 
 __all__ = [
@@ -226,7 +226,8 @@ def transformer_spec(model: VaswaniTransformerForConditionalGeneration, tokenize
     spec.register_source_vocabulary(tokens)
     spec.register_target_vocabulary(tokens)
     spec.config.unk_token = tokenizer.unk_token
-    spec.config.bos_token = tokenizer.bos_token
+    if tokenizer.bos_token is not None:  # a MarianTokenizer has none: CTranslate2's default stays, unused
+        spec.config.bos_token = tokenizer.bos_token
     spec.config.eos_token = tokens[config.eos_token_id]
     spec.config.decoder_start_token = tokens[config.decoder_start_token_id]
     spec.config.add_source_eos = False  # our tokenizer already ends every source with </s>
@@ -387,7 +388,7 @@ def export_ctranslate2(
     check_not_model_dir(output_dir, model_dir, "the export")
     check_output_dir(output_dir, overwrite_output_dir)
     model = VaswaniTransformerForConditionalGeneration.from_pretrained(model_dir).eval()
-    tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)  # ours, or the MarianTokenizer of a model converted from MarianMT
     options = translate_batch_options(model.generation_config)
     max_positions = max_positions or default_max_positions(model.config, tokenizer, options["max_decoding_length"])
     spec = transformer_spec(model, tokenizer, max_positions)
