@@ -1,10 +1,12 @@
 """The model card (`vaswani_transformer.training.model_card`) of a real (tiny) training run, from the run's own files.
 
-One `training/train.py` run on 200 Multi30k pairs with a tiny model, in this process as in test_training.py;
-then the card is rendered, reloaded with `huggingface_hub.ModelCard.load`, and compared with the run's files: the
-metadata and `model-index` with the results JSON, the tables with config.json and training_args.json, the
-deviations with the package's list (which must equal README.md's section); the usage snippets are executed where
-the package cannot be imported. The card also renders from what a run without a test split or validation leaves.
+One `training/train.py` run on 200 Multi30k pairs with a tiny model, in this process as in test_training.py; then the
+card is rendered, reloaded with `huggingface_hub.ModelCard.load`, and compared with the run's files: the metadata and
+`model-index` with the results JSON, the tables with config.json and training_args.json, the deviations with the
+package's list (which must equal README.md's section); the usage snippets are executed where the package cannot be
+imported; the code link, hardware, data terms and linked translations are checked, and the card uploaded by
+`push_to_hub` is rendered with the repository id. The card also renders from what a run without a test split or
+validation leaves.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def test_metadata_comes_from_the_run(card, run_dir):
     assert data.license == "apache-2.0" and data.library_name == "transformers"
     assert data.pipeline_tag == "translation"
     assert {"translation", "transformer", "vaswani2017"} <= set(data.tags)
-    assert data.datasets == [Path(args["data_dir"]).name] == ["multi30k"]
+    assert Path(args["data_dir"]).name == "multi30k" and data.datasets == ["bentrevett/multi30k"]  # the Hub copy
     assert data.metrics == ["sacrebleu", "chrf"]
     assert data.model_name == run_dir.name
 
@@ -92,7 +94,9 @@ def test_eval_results_equal_the_results_json(card, run_dir):
         ]
     got = [(r.dataset_split, r.metric_type, r.metric_value, r.metric_config) for r in card.data.eval_results]
     assert got == expected
-    assert all(r.task_type == "translation" and r.dataset_type == "multi30k" for r in card.data.eval_results)
+    assert all(
+        r.task_type == "translation" and r.dataset_type == "bentrevett/multi30k" for r in card.data.eval_results
+    )
     # The table shows the same numbers, rounded.
     results = read(run_dir, "results_test_2016_flickr.json")
     row = f"| test_2016_flickr | {results['num_sentences']} | {results['bleu']:.2f} | {results['chrf']:.2f} |"
@@ -142,7 +146,6 @@ def test_deviations_requirements_and_citations_are_there(card):
 
 def test_usage_snippets_run_without_the_package(card, run_dir, tmp_path):
     snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
-    snippets = [snippet for snippet in snippets if "vaswani_transformer" not in snippet]  # the export's needs it
     assert len(snippets) == 2 and all(f'"{run_dir}"' in snippet for snippet in snippets)
     guard = 'import sys\nsys.modules["vaswani_transformer"] = None\n'
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
@@ -157,23 +160,74 @@ def test_usage_snippets_run_without_the_package(card, run_dir, tmp_path):
     assert lines[0].startswith("[{'translation_text': ") and lines[-1].startswith("[")
 
 
-def test_ctranslate2_export_snippets_run(card, run_dir, tmp_path, monkeypatch, capsys):
-    """The card's export command and its Translator snippet, as a user with the `[export]` extra runs them: the
-    console script in a new process (the suite's one run of an installed console script), the snippet in this one."""
-    pytest.importorskip("ctranslate2")
-    commands = re.findall(r"```bash\n(.*?)```", card.text, flags=re.S)
-    (export,) = [line for block in commands for line in block.splitlines() if line.startswith("vaswani-export-ct2 ")]
-    program, *args = export.split()
-    script = Path(sys.executable).parent / program  # the console script installed beside this Python
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(OFFLINE, HF_HOME=str(tmp_path / "hf_home"), TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    result = subprocess.run([str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (snippet,) = [s for s in re.findall(r"```python\n(.*?)```", card.text, flags=re.S) if "export import" in s]
-    monkeypatch.chdir(tmp_path)  # where the export went, as the snippet's relative path expects
-    exec(compile(textwrap.dedent(snippet), "README.md: python snippet", "exec"), {"__name__": "__main__"})
-    output = capsys.readouterr().out
-    assert output.startswith("['") and output.rstrip().endswith("']")
+def test_a_hub_visitor_gets_the_code_hardware_terms_and_translations(card, run_dir):
+    """What issue 33 asks of a card: the code's address (pyproject's [project.urls], from the package metadata), the
+    hardware, process count and training time of train_results.json, intended uses, the data's terms, the test
+    translations linked and uploaded, no install line for this unpublished package and no link to a file that
+    the Hub repository lacks."""
+    from importlib.metadata import metadata
+
+    from vaswani_transformer.training.hub import files_to_upload
+
+    (url,) = [e.split(", ", 1)[1] for e in metadata("vaswani_transformer").get_all("Project-URL")]
+    text, results = card.text, read(run_dir, "train_results.json")
+    assert f"**Code:** [{url}]({url})" in text
+    assert f"**Hardware.** {results['hardware']} ({results['device_type']}),\n1 training process;" in text
+    assert results["hardware"] and results["num_processes"] == 1 and results["torch_version"] in text
+    assert f"training time {results['elapsed_seconds'] / 60:.1f} minutes" in text
+    assert "## Intended uses and limitations" in text and "**Intended uses:** research and teaching" in text
+    assert "non-commercial research and educational use only (https://github.com/multi30k/dataset)" in text
+    assert "[`hyps_test_2016_flickr.de`](hyps_test_2016_flickr.de)" in text
+    assert "pip install vaswani_transformer" not in text and "vaswani_transformer[" not in text
+    uploaded = set(files_to_upload(run_dir))
+    assert "hyps_test_2016_flickr.de" in uploaded
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links and all(link.startswith("https://") or link in uploaded for link in links), links
+
+
+def test_the_uploaded_card_loads_the_repository_and_the_local_one_the_folder(run_dir, monkeypatch):
+    """`vaswani-push-to-hub --repo_id` renders the card it uploads with the repository id (one commit, recorded
+    here instead of sent); the local README.md keeps the local path."""
+    import huggingface_hub
+
+    from vaswani_transformer.training.hub import push_to_hub
+
+    local = (run_dir / "README.md").read_text(encoding="utf-8")
+    commits = []
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda *args, **kwargs: None)
+    monkeypatch.setattr(
+        huggingface_hub,
+        "create_commit",
+        lambda repo_id, *, operations, **kwargs: commits.append(operations) or type("C", (), {"commit_url": "u"})(),
+    )
+    push_to_hub(run_dir, "someone/transformer-multi30k")
+    (operations,) = commits
+    (readme,) = [op.path_or_fileobj for op in operations if op.path_in_repo == "README.md"]
+    uploaded = readme.decode("utf-8")
+    assert 'from_pretrained("someone/transformer-multi30k", trust_remote_code=True)' in uploaded
+    assert str(run_dir) not in uploaded and "- name: someone/transformer-multi30k" in uploaded
+    assert (run_dir / "README.md").read_text(encoding="utf-8") == local and f'"{run_dir}"' in local
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"data_dir": "m30k/data/task1/raw", "test_split": "test_2016_flickr"}, ("multi30k", "bentrevett/multi30k")),
+        ({"data_dir": "multi30k-dataset/data/task1/raw", "target_lang": "fr"}, ("multi30k", None)),  # Hub: en-de
+        ({}, ("multi30k", "bentrevett/multi30k")),  # default_data_dir()
+        ({"dataset_name": "wmt14"}, ("wmt/wmt14", "wmt/wmt14")),
+        ({"dataset_name": "someone/parallel"}, ("someone/parallel", "someone/parallel")),
+        ({"data_dir": "corpus/news", "test_split": "newstest"}, ("news", None)),
+        ({"train_file": "pairs/train.jsonl"}, ("train", None)),
+    ],
+)
+def test_the_data_is_named_by_its_hub_id_where_one_holds_the_pair(args, expected):
+    from vaswani_transformer.training.model_card import describe_dataset
+
+    described = describe_dataset({"source_lang": "en", "target_lang": "de", **args})
+    assert (described["key"], described["hub_id"]) == expected
+    assert (described["terms"] is not None) == (described["key"] in ("multi30k", "wmt/wmt14"))
 
 
 def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):

@@ -6,23 +6,28 @@ filter standing in for `upload_folder`, and the error cases run the CLI offline 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, save_tiny_translation_model
 
+from vaswani_transformer.training.arguments import parse_arguments
 from vaswani_transformer.training.hub import files_to_upload, push_to_hub
 
 
 PUSH = str(REPO_ROOT / "training" / "push_to_hub.py")
 # What a finished training run leaves beside the model: kept (results, arguments, card) and never uploaded.
 RUN_FILES_KEPT = ["README.md", "results_test_2016_flickr.json", "train_results.json", "training_args.json"]
+RUN_FILES_KEPT += ["hyps_test_2016_flickr.de"]  # the test translations the card links
 RUN_FILES_LEFT_OUT = ["log.jsonl", "train.log", "optimizer.pt", "pytorch_model.bin", "scheduler.pt", "data_stats.json"]
-RUN_FILES_LEFT_OUT += ["hyps_test_2016_flickr.de", "events.out.tfevents.1700000000.host", "random_states_0.pkl"]
+RUN_FILES_LEFT_OUT += ["events.out.tfevents.1700000000.host", "random_states_0.pkl"]
 CHECKPOINT_FILES = ["model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "trainer_state.json"]
 
 
@@ -33,6 +38,15 @@ def run_dir(tmp_path_factory, small_tokenizer) -> Path:
     save_tiny_translation_model(directory, small_tokenizer)
     for name in RUN_FILES_KEPT + RUN_FILES_LEFT_OUT:
         (directory / name).write_text("{}\n")
+    # What the model card reads: the run's arguments (a preset's) and its test scores.
+    arguments = {
+        key: value
+        for part in parse_arguments(["--config", "multi30k_en_de_cpu"])
+        for key, value in asdict(part).items()
+    }
+    (directory / "training_args.json").write_text(json.dumps(arguments))
+    scores = {"num_sentences": 2, "bleu": 1.0, "chrf": 2.0, "bleu_signature": "nrefs:1", "chrf_signature": "nc:6"}
+    (directory / "results_test_2016_flickr.json").write_text(json.dumps(scores))
     for checkpoint in ("checkpoint-2", "checkpoint-4"):
         (directory / checkpoint).mkdir()
         for name in CHECKPOINT_FILES:
@@ -50,6 +64,9 @@ def run_cli(*args: str, hf_home: Path, **env_overrides: str) -> subprocess.Compl
 
 
 def test_dry_run_lists_exactly_the_model_files(run_dir, tmp_path):
+    # The code save_pretrained copies beside the weights (configuration, modeling and the files they import).
+    remote_code = [path.name for path in run_dir.glob("*.py")]
+    assert {"configuration_vaswani_transformer.py", "modeling_vaswani_transformer.py"} <= set(remote_code)
     expected = sorted(
         [
             "config.json",
@@ -57,12 +74,7 @@ def test_dry_run_lists_exactly_the_model_files(run_dir, tmp_path):
             "model.safetensors",
             "tokenizer.json",
             "tokenizer_config.json",
-            "configuration_vaswani_transformer.py",
-            "modeling_vaswani_transformer.py",
-            "generation_vaswani_transformer.py",
-            "batching_vaswani_transformer.py",
-            "tokenization_vaswani_transformer_fast.py",
-            "pipeline_translation.py",
+            *remote_code,
             *RUN_FILES_KEPT,
         ]
     )
@@ -72,33 +84,33 @@ def test_dry_run_lists_exactly_the_model_files(run_dir, tmp_path):
     assert result.stdout.splitlines() == expected
 
 
-def test_upload_sends_what_the_dry_run_lists(run_dir, monkeypatch):
-    """`upload_folder` is replaced by huggingface_hub's own allow/ignore filter over every file of the folder."""
+def test_upload_sends_what_the_dry_run_lists(run_dir, tmp_path, monkeypatch):
+    """`create_commit` is replaced by a recorder of its operations: one commit, the dry run's files, in this folder
+    without training_args.json (not a training run's: its README.md goes up as it is; test_model_card.py checks the
+    card a training run uploads)."""
     import huggingface_hub
-    from huggingface_hub.utils import filter_repo_objects
 
+    folder = Path(shutil.copytree(run_dir, tmp_path / "model"))
+    (folder / "training_args.json").unlink()
     calls = {}
 
     def fake_create_repo(repo_id, **kwargs):
         calls["create_repo"] = (repo_id, kwargs)
 
-    def fake_upload_folder(*, folder_path, allow_patterns, ignore_patterns, **kwargs):
-        every_file = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
-        calls["uploaded"] = sorted(
-            filter_repo_objects(every_file, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
-        )
-        calls["upload_folder"] = kwargs
+    def fake_create_commit(repo_id, *, operations, commit_message, repo_type):
+        calls["commit"] = (repo_id, commit_message, repo_type)
+        calls["uploaded"] = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations}
         return type("Commit", (), {"commit_url": "https://huggingface.co/someone/tiny/commit/0"})()
 
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
     monkeypatch.setattr(huggingface_hub, "create_repo", fake_create_repo)
-    monkeypatch.setattr(huggingface_hub, "upload_folder", fake_upload_folder)
-    url = push_to_hub(run_dir, "someone/tiny", private=True, commit_message="tiny model")
+    monkeypatch.setattr(huggingface_hub, "create_commit", fake_create_commit)
+    url = push_to_hub(folder, "someone/tiny", private=True, commit_message="tiny model")
     assert url.endswith("/commit/0")
-    assert calls["uploaded"] == files_to_upload(run_dir)
+    assert sorted(calls["uploaded"]) == files_to_upload(folder)
+    assert all(content == (folder / name).read_bytes() for name, content in calls["uploaded"].items())
     assert calls["create_repo"] == ("someone/tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
-    assert calls["upload_folder"]["repo_id"] == "someone/tiny"
-    assert calls["upload_folder"]["commit_message"] == "tiny model"
+    assert calls["commit"] == ("someone/tiny", "tiny model", "model")
 
 
 def test_missing_token_is_a_one_line_error(run_dir, tmp_path):

@@ -1,22 +1,23 @@
 """Upload a trained model directory to the Hugging Face Hub: weights, configs, tokenizer, code, model card, results.
 
-    python training/push_to_hub.py outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de --dry_run
-    python model_cards/render.py outputs/multi30k_en_de_cpu   # writes README.md, the model card, first
-    python training/push_to_hub.py outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de
+    vaswani-push-to-hub outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de --dry_run
+    vaswani-push-to-hub outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de
 
 Only the files that make the repository usable go up (`files_to_upload`): `*.safetensors`, `config.json`,
 `generation_config.json`, the tokenizer files, the remote-code `*.py` files (configuration, modeling, tokenization,
-pipeline), `README.md` and the run's JSON results and arguments. Never the training state: `checkpoint-*/` folders,
-optimizer/scheduler/RNG state, `*.bin`/`*.pt`/`*.pth`/`*.pkl`, logs and tracker folders. `--dry_run` prints exactly
-the list the upload would send (the same function builds the upload's `allow_patterns`), needs no token and no
-network. Built on `huggingface_hub.create_repo` + `upload_folder`; the token comes from `HF_TOKEN` or `hf auth login`.
-The command (`vaswani-push-to-hub`) is `training.cli.push_to_hub_main`; train.py's `--push_to_hub` calls `push_to_hub`.
+pipeline), `README.md`, the run's JSON results and arguments and its test translations (`hyps_<split>.<lang>`).
+Never the training state: `checkpoint-*/` folders, optimizer/scheduler/RNG state, `*.bin`/`*.pt`/`*.pth`/`*.pkl`,
+logs and tracker folders. `--dry_run` prints exactly the list the upload sends (the same function lists the upload's
+files), needs no token and no network. The model card of a training run is rendered again with the repository id
+for the upload (`hub_model_card`), so that its snippets load the Hub repository; the local `README.md` keeps the
+local path. Built on `huggingface_hub.create_repo` + `create_commit` (one commit); the token comes from `HF_TOKEN`
+or `hf auth login`. The command (`vaswani-push-to-hub`, `training/push_to_hub.py`) is
+`training.cli.push_to_hub_main`; train.py's `--push_to_hub` calls `push_to_hub`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import glob
 from pathlib import Path
 
 from huggingface_hub import get_token
@@ -27,6 +28,7 @@ __all__ = [
     "IGNORE_PATTERNS",
     "check_hub_access",
     "files_to_upload",
+    "hub_model_card",
     "push_to_hub",
 ]
 
@@ -43,6 +45,7 @@ ALLOW_PATTERNS = (
     "*.py",  # remote code: configuration_*, modeling_*, tokenization_*, pipeline_* (trust_remote_code=True)
     "README.md",  # the model card every training run renders (training.model_card)
     "results_*.json",  # sacreBLEU/chrF of the test split, written by the training run
+    "hyps_*",  # the test split's translations, one a line (the model card links them)
     "train_results.json",  # steps, time, averaged checkpoints, test scores (training/train.py)
     "training_args.json",  # every argument of the run (training/train.py)
 )
@@ -105,31 +108,50 @@ def check_hub_access(args) -> None:
         raise ValueError("--push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
 
 
+def hub_model_card(directory: str | Path, repo_id: str) -> bytes | None:
+    """The `README.md` to upload: a training run's card rendered with `repo_id` (snippets load the Hub repository),
+    or None for a directory that is not a training run's (no `training_args.json`), whose README goes up as it is.
+
+    Raises:
+        FileNotFoundError, ValueError: from `model_card.read_run`, naming a run file that is missing or unreadable.
+    """
+    from vaswani_transformer.training.model_card import build_model_card
+
+    if not (Path(directory) / "training_args.json").is_file():
+        return None
+    return str(build_model_card(directory, repo_id)).encode("utf-8")
+
+
 def push_to_hub(
     directory: str | Path, repo_id: str, *, private: bool = False, commit_message: str | None = None
 ) -> str:
-    """Create `repo_id` (if needed) and upload `files_to_upload(directory)` in one commit.
+    """Create `repo_id` (if needed) and upload `files_to_upload(directory)` in one commit, the model card of a
+    training run rendered with `repo_id` (`hub_model_card`).
 
     Returns:
         The URL of the commit.
     Raises:
         PermissionError: when there is no token.
+        FileNotFoundError, ValueError: a training run whose card cannot be rendered (names the file).
         OSError: one line naming the cause, when the repo id is invalid, the Hub cannot be reached (offline mode
             included) or refuses the upload.
     """
-    from huggingface_hub import create_repo, upload_folder
+    from huggingface_hub import CommitOperationAdd, create_commit, create_repo
 
+    directory = Path(directory)
     names = files_to_upload(directory)
     if get_token() is None:
         raise PermissionError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run)")
+    card = hub_model_card(directory, repo_id)
+    contents = {name: str(directory / name) for name in names} | ({"README.md": card} if card is not None else {})
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content) for name, content in contents.items()]
     try:
         create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = upload_folder(
-            repo_id=repo_id,
-            folder_path=str(directory),
-            commit_message=commit_message or f"Upload {Path(directory).name}",
-            allow_patterns=[glob.escape(name) for name in names],
-            ignore_patterns=list(IGNORE_PATTERNS),
+        commit = create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or f"Upload {directory.name}",
+            repo_type="model",
         )
     except Exception as error:  # invalid id (ValueError), offline mode, HTTP status and transport errors
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""

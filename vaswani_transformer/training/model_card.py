@@ -14,6 +14,14 @@ scores. The list of deviations from the paper is `paper_deviations.md` beside th
 section of that name holds the same text; a test checks they agree). The layout is `model_card_template.md`
 (Jinja), rendered with `huggingface_hub.ModelCard.from_template`; the YAML metadata (`ModelCardData`) carries
 `model-index` with one `EvalResult` per evaluated split and metric. Both files ship with the package.
+
+What a Hub visitor needs and nothing they cannot open: a link to the code (`project_url`, the one `[project.urls]`
+entry of pyproject.toml, read from the installed package's metadata), the training data as a Hub dataset id where
+one holds the run's language pair (`describe_dataset`) with its source and terms of use, the hardware, process
+count and training time (`train_results.json`, `training.run_environment`), intended uses and limits, and links to
+the uploaded test-set translations (`hyps_<split>.<lang>`). Snippets load `repo_id` when one is given (`vaswani-
+push-to-hub` renders the uploaded card with its repository id, `build_model_card`), else the local directory. The
+snippets need only torch and transformers (the model's code travels with it, `trust_remote_code=True`).
 """
 
 from __future__ import annotations
@@ -27,9 +35,13 @@ from typing import Any
 __all__ = [
     "DEFAULT_LICENSE",
     "DEVIATIONS_PATH",
+    "KNOWN_DATASETS",
     "TEMPLATE_PATH",
     "TRANSFORMERS_REQUIREMENT",
+    "build_model_card",
+    "describe_dataset",
     "paper_deviations",
+    "project_url",
     "read_run",
     "render_model_card",
 ]
@@ -42,11 +54,31 @@ DEVIATIONS_PATH = Path(__file__).resolve().parent / "paper_deviations.md"
 TRANSFORMERS_REQUIREMENT = "transformers>=5.4,<6"
 # The license of this code base (pyproject.toml), used for the weights it trains unless told otherwise.
 DEFAULT_LICENSE = "apache-2.0"
-# Data sets the training scripts know, by the name a run records (data_dir folder name or datasets id).
+# Data sets the training library knows, by the key `dataset_key` gives a run: its name, a Hub copy (the dataset id,
+# and the language pairs it holds; None: every pair of the run's dataset), the source, the citation key the template
+# prints, and its terms of use in one sentence, which the card repeats with what they mean for the model.
 KNOWN_DATASETS = {
-    "multi30k": {"name": "Multi30k", "citation": "elliott-etal-2016-multi30k"},
-    "wmt/wmt14": {"name": "WMT 2014", "citation": None},
+    "multi30k": {
+        "name": "Multi30k (task 1)",
+        "hub_id": "bentrevett/multi30k",
+        "hub_pairs": [{"en", "de"}],  # the Hub copy has English and German only
+        "url": "https://github.com/multi30k/dataset",
+        "citation": "elliott-etal-2016-multi30k",
+        "terms": "Multi30k's sentences describe the Flickr30k images, which are distributed for non-commercial "
+        "research and educational use only",
+    },
+    "wmt/wmt14": {
+        "name": "WMT 2014",
+        "hub_id": "wmt/wmt14",
+        "hub_pairs": None,
+        "url": "https://www.statmt.org/wmt14/translation-task.html",
+        "citation": None,
+        "terms": "each WMT 2014 corpus (Europarl, Common Crawl, News Commentary, UN, Gigaword) keeps its own "
+        "licence, listed on the task page; the task provides them for research",
+    },
 }
+# The code's address, the `[project.urls]` label it is read from (pyproject.toml).
+PROJECT_URL_LABEL = "Repository"
 # Two sentences per source language for the usage snippets.
 EXAMPLE_SENTENCES = {
     "en": ["A man in a blue shirt is riding a bicycle.", "Two dogs are playing in the snow."],
@@ -116,18 +148,75 @@ def paper_deviations(path: Path = DEVIATIONS_PATH) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def dataset_id(args: dict) -> str:
-    """The data set a run trained on: `--dataset_name`, else the `--data_dir` folder name, else the train file stem.
+def project_url() -> str | None:
+    """The code's address: the `Repository` entry of pyproject.toml's `[project.urls]`, from the installed package's
+    metadata (None when the metadata lacks it, e.g. an install older than the entry)."""
+    from importlib.metadata import PackageNotFoundError, metadata
 
-    With none of them set, `training/data.py` reads Multi30k (`default_data_dir()`), hence "multi30k".
-    """
+    try:
+        entries = metadata("vaswani_transformer").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return None
+    urls = dict(entry.split(", ", 1) for entry in entries if ", " in entry)
+    return urls.get(PROJECT_URL_LABEL)
+
+
+def package_version() -> str | None:
+    """The installed version of this package (None when it is not installed, only on `sys.path`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vaswani_transformer")
+    except PackageNotFoundError:
+        return None
+
+
+def _is_multi30k_folder(data_dir: str) -> bool:
+    """Multi30k's own folder: "multi30k" in its path (any case), or holding its test set's files (`test_2016_flickr.*`,
+    the name Multi30k's data/task1/raw folder gives them)."""
+    folder = Path(data_dir)
+    return "multi30k" in folder.as_posix().lower() or any(folder.glob("test_2016_flickr.*"))
+
+
+def dataset_key(args: dict) -> str:
+    """The data set a run trained on: `--dataset_name`; for a `--data_dir`, "multi30k" when it is Multi30k's folder
+    (`_is_multi30k_folder`, or the run tested on `test_2016_flickr`), else the folder's name; else the train file's
+    stem. With none of them set, `training/data.py` reads Multi30k (`default_data_dir()`), hence "multi30k"."""
     if args.get("dataset_name"):
-        return args["dataset_name"]
+        name = args["dataset_name"]
+        hub_ids = {known["hub_id"].lower(): key for key, known in KNOWN_DATASETS.items()} | {"wmt14": "wmt/wmt14"}
+        return hub_ids.get(name.lower(), name)
     if args.get("data_dir"):
+        if _is_multi30k_folder(args["data_dir"]) or args.get("test_split") == "test_2016_flickr":
+            return "multi30k"
         return Path(args["data_dir"]).name
     if args.get("train_file"):
         return Path(args["train_file"]).stem
     return "multi30k"
+
+
+def describe_dataset(args: dict) -> dict[str, Any]:
+    """What the card says of a run's data: key, name, Hub id (or None), source URL, citation key and terms of use.
+
+    The Hub id is the known data set's Hub copy when that copy holds the run's language pair, else a
+    `--dataset_name` that names a Hub dataset (not a local folder), else None (the card then names the source only).
+    """
+    key = dataset_key(args)
+    known = KNOWN_DATASETS.get(key.lower(), {})
+    pair = {args.get("source_lang"), args.get("target_lang")}
+    hub_id = None
+    if known.get("hub_id") and (known["hub_pairs"] is None or pair in known["hub_pairs"]):
+        hub_id = known["hub_id"]
+    elif not known and args.get("dataset_name") and not Path(args["dataset_name"]).exists():
+        hub_id = args["dataset_name"]
+    return {
+        "key": key,
+        "name": known.get("name", key),
+        "hub_id": hub_id,
+        "url": known.get("url") or (f"https://huggingface.co/datasets/{hub_id}" if hub_id else None),
+        "citation": known.get("citation"),
+        "terms": known.get("terms"),
+    }
 
 
 def read_run(output_dir: str | Path) -> dict[str, Any]:
@@ -138,7 +227,8 @@ def read_run(output_dir: str | Path) -> dict[str, Any]:
 
     Returns:
         A dict: config, generation, args, train_results, data_stats, log (list of records), evaluations (one dict
-        per `results_<split>.json`, sorted by split, with `split` set from the file name), num_parameters.
+        per `results_<split>.json`, sorted by split, with `split` set from the file name and `hypotheses_file`, the
+        name of `hyps_<split>.<target_lang>` or None), num_parameters.
     Raises:
         FileNotFoundError: naming the first required file that is missing (config.json, generation_config.json,
             training_args.json, model.safetensors).
@@ -155,6 +245,8 @@ def read_run(output_dir: str | Path) -> dict[str, Any]:
     for path in sorted(output_dir.glob("results_*.json")):
         results = _read_json(path)
         results["split"] = path.stem.removeprefix("results_")
+        hypotheses = output_dir / f"hyps_{results['split']}.{args.get('target_lang')}"
+        results["hypotheses_file"] = hypotheses.name if hypotheses.is_file() else None
         evaluations.append(results)
     return {
         "config": config,
@@ -169,6 +261,7 @@ def read_run(output_dir: str | Path) -> dict[str, Any]:
 
 
 def eval_results(run: dict, dataset: str, dataset_name: str) -> list:
+    # `dataset`: the Hub id (or the key of a data set without one); `dataset_name`: its human name.
     """One `huggingface_hub.EvalResult` per split and metric (sacreBLEU BLEU and chrF), values as measured."""
     from huggingface_hub import EvalResult
 
@@ -195,24 +288,25 @@ def eval_results(run: dict, dataset: str, dataset_name: str) -> list:
     return results
 
 
-def render_model_card(
+def build_model_card(
     output_dir: str | Path,
     repo_id: str | None = None,
     *,
     license: str = DEFAULT_LICENSE,
     template_path: str | Path = TEMPLATE_PATH,
 ) -> Any:
-    """Render the card of the run in `output_dir`, write it to `output_dir/README.md` and return it.
+    """The card of the run in `output_dir`, rendered but not written (`render_model_card` writes it).
 
     Args:
         output_dir: the `--output_dir` of a training run, once its model, `train_results.json` and (with a test
             split) `results_<split>.json` are written.
         repo_id: the Hub repository the model goes to; used as model name and in the usage snippets (default: the
             directory's name and its path).
-        license: SPDX-style license id for the metadata (default: the code base's, apache-2.0).
+        license: SPDX-style license id of the code and weights for the metadata (default: the code base's,
+            apache-2.0); the data's own terms are stated beside it (`describe_dataset`).
         template_path: the Jinja template (default: `model_card_template.md` beside this module).
     Returns:
-        The `huggingface_hub.ModelCard` (also saved as README.md, replacing an earlier card).
+        The `huggingface_hub.ModelCard`.
     Raises:
         FileNotFoundError, ValueError: from `read_run`, naming the file at fault.
     """
@@ -221,32 +315,31 @@ def render_model_card(
     output_dir = Path(output_dir)
     run = read_run(output_dir)
     args, config = run["args"], run["config"]
-    dataset = dataset_id(args)
-    known = KNOWN_DATASETS.get(dataset.lower(), {})
-    dataset_name = known.get("name", dataset)
+    dataset = describe_dataset(args)
     model_name = repo_id or output_dir.resolve().name
     card_data = ModelCardData(
         language=[args["source_lang"], args["target_lang"]],
         license=license,
         library_name="transformers",
         pipeline_tag="translation",
-        tags=["translation", "transformer", "vaswani2017", "seq2seq", "custom_code", dataset.split("/")[-1]],
-        datasets=[dataset],
+        tags=["translation", "transformer", "vaswani2017", "seq2seq", "custom_code", dataset["key"].split("/")[-1]],
+        datasets=[dataset["hub_id"]] if dataset["hub_id"] else None,
         metrics=["sacrebleu", "chrf"],
         model_name=model_name,
-        eval_results=eval_results(run, dataset, dataset_name) or None,
+        eval_results=eval_results(run, dataset["hub_id"] or dataset["key"], dataset["name"]) or None,
     )
     train_log = [record for record in run["log"] if "loss" in record]
     eval_log = [record for record in run["log"] if "eval_loss" in record]
-    card = ModelCard.from_template(
+    return ModelCard.from_template(
         card_data,
         template_path=str(template_path),
         model_name=model_name,
         model_ref=repo_id or str(output_dir),
         examples=EXAMPLE_SENTENCES.get(args["source_lang"], ["Hello.", "Good morning."]),
         dataset=dataset,
-        dataset_name=dataset_name,
-        cite_multi30k=known.get("citation") == "elliott-etal-2016-multi30k",
+        license=license,
+        project_url=project_url(),
+        package_version=package_version(),
         config=config,
         generation=run["generation"],
         args=args,
@@ -260,5 +353,20 @@ def render_model_card(
         transformers_requirement=TRANSFORMERS_REQUIREMENT,
         deviations=paper_deviations(),
     )
-    card.save(output_dir / "README.md")
+
+
+def render_model_card(
+    output_dir: str | Path,
+    repo_id: str | None = None,
+    *,
+    license: str = DEFAULT_LICENSE,
+    template_path: str | Path = TEMPLATE_PATH,
+) -> Any:
+    """Render the card of the run in `output_dir` (`build_model_card`), write it to `output_dir/README.md`, return it.
+
+    Raises:
+        FileNotFoundError, ValueError: from `read_run`, naming the file at fault.
+    """
+    card = build_model_card(output_dir, repo_id, license=license, template_path=template_path)
+    card.save(Path(output_dir) / "README.md")
     return card
