@@ -79,6 +79,7 @@ from vaswani_transformer.training.recipe import (
 )
 from vaswani_transformer.training.run_environment import environment
 from vaswani_transformer.training.telemetry import JsonlLog, configure_logging
+from vaswani_transformer.training.trackers import tracker_names
 from vaswani_transformer.training.vocabulary import run_tokenizer
 
 
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
         mixed_precision=train_args.mixed_precision,
         cpu=train_args.use_cpu,
-        log_with=None if train_args.report_to == "none" else train_args.report_to,
+        log_with=tracker_names(train_args.report_to),  # one line if a tracker's package is missing (training.trackers)
         project_dir=train_args.output_dir,
         step_scheduler_with_optimizer=False,  # the Eq. 3 schedule steps once per optimizer step, in `train`
     )
