@@ -38,6 +38,7 @@ from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from .decoding_vaswani_transformer import score
 
 
 __all__ = [
@@ -81,6 +82,10 @@ class TranslationPipeline(Pipeline):
         max_source_length: the truncation limit in tokens, `</s>` included (default: `tokenizer.model_max_length`).
         return_text: return `translation_text` (decoded, special tokens skipped; default True).
         return_tensors: return `translation_token_ids`, the generated ids as a 1-D `torch.LongTensor` (default False).
+        return_scores: return `score`, each translation's log-probability as beam search ranks it: sum of log p(y_t
+            | y_<t, x) over its tokens (`</s>` included) / length ** length_penalty (the generation config's, or the
+            call's), by a teacher-forced pass over the output (`decoding_vaswani_transformer.score`; default False).
+            With `num_return_sequences=n` (and `num_beams >= n`), the n best, best first: the n-best list.
         clean_up_tokenization_spaces: passed to `tokenizer.decode` (default: the tokenizer's own setting).
         **generate_kwargs: any `generate()` parameter (`num_beams`, `max_new_tokens`, `length_penalty`,
             `num_return_sequences`, `do_sample`, `generation_config`, ...). Unset ones come from the model's
@@ -88,8 +93,11 @@ class TranslationPipeline(Pipeline):
 
     Returns:
         For a string: a list of `num_return_sequences` dicts `{"translation_text": str}` (and/or
-        `{"translation_token_ids": tensor}`). For a list of strings: a list with one entry per input, in input order:
-        the dict itself when `num_return_sequences == 1` (4.x behaviour), else the list of dicts.
+        `{"translation_token_ids": tensor}`, `{"score": float}`). For a list of strings: a list with one entry per
+        input, in input order: the dict itself when `num_return_sequences == 1` (4.x behaviour), else the list of
+        dicts. An empty input's translations score 0.0.
+
+    `score(sources, targets)` scores given translations instead (forced decoding).
 
     Raises:
         ValueError: at construction, if the model is not an encoder-decoder that can generate, no tokenizer is given,
@@ -133,6 +141,7 @@ class TranslationPipeline(Pipeline):
         return_text: bool | None = None,
         return_tensors: bool | None = None,
         clean_up_tokenization_spaces: bool | None = None,
+        return_scores: bool | None = None,
         **generate_kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         """Split call/constructor arguments into (preprocess, forward = generate, postprocess) parameters."""
@@ -149,6 +158,8 @@ class TranslationPipeline(Pipeline):
             postprocess_params["return_tensors"] = return_tensors
         if clean_up_tokenization_spaces is not None:
             postprocess_params["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        if return_scores is not None:
+            generate_kwargs["return_scores"] = return_scores  # computed in `_forward`, which has the model
         return preprocess_params, generate_kwargs, postprocess_params
 
     def __call__(
@@ -213,6 +224,55 @@ class TranslationPipeline(Pipeline):
                 results[index] = record
         return results
 
+    def score(
+        self,
+        sources: list[str],
+        targets: list[str],
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        batch_size: int | None = None,
+        max_source_length: int | None = None,
+        length_penalty: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Forced decoding of source/target pairs: how likely the model finds each given translation.
+
+        Sources are tokenized and truncated as `preprocess` does, targets as `text_target` (ending with `</s>`),
+        and scored by `decoding_vaswani_transformer.score` in length-sorted batches of at most `max_tokens` padded
+        source tokens and `batch_size` pairs (`length_sorted_batches`).
+
+        Returns:
+            One dict per pair, in order: `score` (float: sum of the token log-probabilities / length **
+            length_penalty, the generation config's unless given, as beam search ranks hypotheses),
+            `token_log_probs` (list of floats, natural log, one per target token, `</s>` included) and `tokens`
+            (the target tokens, strings).
+        Raises:
+            ValueError: if `sources` and `targets` differ in length, or `max_tokens`/`batch_size` is not a
+                positive integer.
+        """
+        if len(sources) != len(targets):
+            raise ValueError(f"score needs one target per source, got {len(sources)} sources, {len(targets)} targets")
+        _positive_int("max_tokens", max_tokens)
+        limit = max_source_length or self.tokenizer.model_max_length
+        source_ids = self.tokenizer(list(sources), truncation=True, max_length=limit)["input_ids"] if sources else []
+        target_ids = self.tokenizer(text_target=list(targets))["input_ids"] if targets else []
+        results: list[dict[str, Any]] = [{} for _ in sources]
+        for indices in length_sorted_batches([len(ids) for ids in source_ids], max_tokens, batch_size):
+            batch = self.tokenizer.pad({"input_ids": [source_ids[i] for i in indices]}, return_tensors="pt")
+            longest = max(len(target_ids[i]) for i in indices)
+            labels = torch.tensor([target_ids[i] + [-100] * (longest - len(target_ids[i])) for i in indices])
+            with torch.no_grad():
+                scored = score(
+                    self.model, batch["input_ids"].to(self.device), labels.to(self.device),
+                    batch["attention_mask"].to(self.device), length_penalty=length_penalty,
+                )  # fmt: skip
+            for row, index in enumerate(indices):
+                length = len(target_ids[index])
+                results[index] = {
+                    "score": float(scored.sequences_scores[row]),
+                    "token_log_probs": scored.token_log_probs[row, :length].tolist(),
+                    "tokens": self.tokenizer.convert_ids_to_tokens(target_ids[index]),
+                }
+        return results
+
     def _blank_translations(self, **kwargs: Any) -> list[dict[str, Any]]:
         """The records of an empty or whitespace-only input, built by `postprocess` without running the model.
 
@@ -223,11 +283,15 @@ class TranslationPipeline(Pipeline):
             `generation_config`), each with `translation_text` "" and/or a length-0 `translation_token_ids`.
         """
         _, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-        generate_kwargs = self._generate_kwargs_for_call({**self._forward_params, **forward_params})
+        forward_params = {**self._forward_params, **forward_params}
+        return_scores = forward_params.pop("return_scores", False)
+        generate_kwargs = self._generate_kwargs_for_call(forward_params)
         generation_config = generate_kwargs.get("generation_config") or self.model.generation_config
         returns = generate_kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
-        no_ids = torch.zeros(1, returns, 0, dtype=torch.long)  # (1, returns, out_len = 0)
-        return self.postprocess({"output_ids": no_ids}, **{**self._postprocess_params, **postprocess_params})
+        outputs = {"output_ids": torch.zeros(1, returns, 0, dtype=torch.long)}  # (1, returns, out_len = 0)
+        if return_scores:
+            outputs["scores"] = torch.zeros(1, returns)
+        return self.postprocess(outputs, **{**self._postprocess_params, **postprocess_params})
 
     def _generate_kwargs_for_call(self, generate_kwargs: dict[str, Any]) -> dict[str, Any]:
         """The `generate()` kwargs of one call: its generation parameters on top of the constructor's, on top of the
@@ -266,13 +330,42 @@ class TranslationPipeline(Pipeline):
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def _forward(self, model_inputs: dict[str, torch.Tensor], **generate_kwargs: Any) -> dict[str, torch.Tensor]:
-        """`generate()` on `(batch, src_len)` inputs -> `output_ids` `(batch, num_return_sequences, out_len)`."""
+        """`generate()` on `(batch, src_len)` inputs -> `output_ids` `(batch, num_return_sequences, out_len)`, and
+        with `return_scores` their `scores` `(batch, num_return_sequences)` (`_sequence_scores`)."""
         batch = model_inputs["input_ids"].shape[0]
+        return_scores = generate_kwargs.pop("return_scores", False)
         generate_kwargs = self._generate_kwargs_for_call(generate_kwargs)
         output_ids = self.model.generate(**model_inputs, **generate_kwargs)  # (batch * returns, out_len)
         if not isinstance(output_ids, torch.Tensor):  # return_dict_in_generate=True
             output_ids = output_ids.sequences
-        return {"output_ids": output_ids.reshape(batch, -1, output_ids.shape[-1])}  # (batch, returns, out_len)
+        outputs = {"output_ids": output_ids.reshape(batch, -1, output_ids.shape[-1])}  # (batch, returns, out_len)
+        if return_scores:
+            scores = self._sequence_scores(model_inputs, output_ids, generate_kwargs)  # (batch * returns,)
+            outputs["scores"] = scores.reshape(batch, -1)
+        return outputs
+
+    def _sequence_scores(
+        self, model_inputs: dict[str, torch.Tensor], output_ids: torch.Tensor, generate_kwargs: dict[str, Any]
+    ) -> torch.Tensor:
+        """`(batch * returns,)` length-normalised log-probabilities of `(batch * returns, out_len)` generated ids
+        (decoder start token first; tokens after the first `</s>` are padding), as beam search scores them, with
+        the call's generation config (`decoding_vaswani_transformer.score`)."""
+        generation_config = copy.deepcopy(generate_kwargs.get("generation_config") or self.model.generation_config)
+        generation_config.update(
+            **{key: value for key, value in generate_kwargs.items() if key != "generation_config"}
+        )
+        eos = generation_config.eos_token_id
+        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=output_ids.device)
+        labels = output_ids[:, 1:]  # (rows, out_len - 1)
+        is_eos = torch.isin(labels, eos)
+        after_end = (torch.cumsum(is_eos, dim=-1) - is_eos.long()) > 0  # a `</s>` came before
+        returns = output_ids.shape[0] // model_inputs["input_ids"].shape[0]
+        sources = {name: tensor.repeat_interleave(returns, dim=0) for name, tensor in model_inputs.items()}
+        scored = score(
+            self.model, sources["input_ids"], labels.masked_fill(after_end, -100), sources.get("attention_mask"),
+            generation_config,
+        )  # fmt: skip
+        return scored.sequences_scores
 
     def postprocess(
         self,
@@ -281,9 +374,9 @@ class TranslationPipeline(Pipeline):
         return_tensors: bool = False,
         clean_up_tokenization_spaces: bool | None = None,
     ) -> list[dict[str, Any]]:
-        """`(1, returns, out_len)` ids of one sentence -> one dict per returned sequence."""
+        """`(1, returns, out_len)` ids of one sentence (and `(1, returns)` scores) -> a dict per returned sequence."""
         records = []
-        for output_ids in model_outputs["output_ids"][0]:  # (out_len,)
+        for index, output_ids in enumerate(model_outputs["output_ids"][0]):  # (out_len,)
             record: dict[str, Any] = {}
             if return_tensors:
                 record["translation_token_ids"] = output_ids
@@ -291,6 +384,8 @@ class TranslationPipeline(Pipeline):
                 record["translation_text"] = self.tokenizer.decode(
                     output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
                 )
+            if "scores" in model_outputs:
+                record["score"] = float(model_outputs["scores"][0, index])
             records.append(record)
         return records
 

@@ -237,3 +237,48 @@ def test_pipeline_loads_by_repo_id_from_the_offline_cache_without_the_package(sa
     (tmp_path / "elsewhere").mkdir()  # no directory of that name can be found relative to the working directory
     remote = run_without_package("vaswani-org/tiny-transformer-en-de", tmp_path / "elsewhere", hf_home)
     assert remote == {"pipeline": translator(SENTENCES, batch_size=2), "single": translator(SENTENCES[0])}
+
+
+def test_n_best_with_scores_is_beam_search_ranking(trained):
+    """`num_return_sequences=3, return_scores=True`: per input, 3 dicts best first, in input order, whose texts are
+    generate()'s hypotheses and whose scores are transformers' own beam `sequences_scores` (within 1e-4, fp32)."""
+    model, tokenizer, sentences = trained
+    texts = [sentences[0], "", *sentences[1:6]]
+    pipe = TranslationPipeline(model=model, tokenizer=tokenizer)
+    decoding = dict(num_beams=4, length_penalty=0.6, early_stopping=True, max_new_tokens=30)
+    results = pipe(texts, num_return_sequences=3, return_scores=True, max_tokens=64, **decoding)
+    batch = tokenizer(sentences[:6], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(
+            **batch, num_return_sequences=3, output_scores=True, return_dict_in_generate=True, **decoding
+        )
+    expected_texts = tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+    assert results[1] == [{"translation_text": "", "score": 0.0}] * 3
+    found = [records for index, records in enumerate(results) if index != 1]
+    for sentence, records in enumerate(found):
+        assert [record["translation_text"] for record in records] == expected_texts[3 * sentence : 3 * sentence + 3]
+        scores = torch.tensor([record["score"] for record in records])
+        torch.testing.assert_close(scores, out.sequences_scores[3 * sentence : 3 * sentence + 3], rtol=0, atol=1e-4)
+        assert scores[0] >= scores[1] >= scores[2]
+    single = pipe(sentences[0], return_scores=True, **decoding)
+    assert single[0]["translation_text"] == found[0][0]["translation_text"]  # a string: its best, scored alike
+    assert single[0]["score"] == pytest.approx(found[0][0]["score"], abs=1e-5)
+
+
+def test_score_pairs_is_the_log_softmax_of_the_labels(trained):
+    """`TranslationPipeline.score`: per token the log-softmax of the model's logits at each target token, per pair
+    their sum / length ** alpha; in input order although batched by length."""
+    model, tokenizer, sentences = trained
+    sources, targets = sentences[:7], [sentence.upper() for sentence in sentences[7:14]]
+    pipe = TranslationPipeline(model=model, tokenizer=tokenizer)
+    results = pipe.score(sources, targets, max_tokens=40, length_penalty=0.6)
+    for source, target, result in zip(sources, targets, results, strict=True):
+        labels = tokenizer(text_target=[target], return_tensors="pt")["input_ids"]  # (1, tgt_len)
+        with torch.no_grad():
+            logits = model(**tokenizer([source], return_tensors="pt"), labels=labels).logits
+        expected = logits.log_softmax(-1).gather(-1, labels[..., None])[0, :, 0]
+        torch.testing.assert_close(torch.tensor(result["token_log_probs"]), expected, rtol=0, atol=1e-5)
+        assert result["tokens"] == tokenizer.convert_ids_to_tokens(labels[0])
+        assert result["score"] == pytest.approx(float(expected.sum()) / len(expected) ** 0.6, abs=1e-5)
+    with pytest.raises(ValueError, match="one target per source"):
+        pipe.score(sources, targets[:2])
