@@ -26,9 +26,9 @@ def test_presets_parse(config):
     model_args, data_args, train_args = parse_arguments(["--config", config])  # by name: the installed preset
     assert train_args.output_dir and train_args.num_beams == 4 and train_args.length_penalty == 0.6
     if config.startswith("wmt14"):
-        assert (train_args.warmup_steps, train_args.max_tokens * 8) == (4000, 25000)  # §5.3, §5.1 over 8 GPUs
+        assert (train_args.warmup_steps, train_args.target_tokens_per_step) == (4000, 25000)  # §5.3, §5.1
         assert train_args.max_steps == (100_000 if model_args.model == "base" else 300_000)  # Table 3
-    assert train_args.cpu_kernels == config.endswith("_cpu")  # the CPU presets' speed options
+    assert train_args.cpu_kernels == ("_cpu" in config)  # the CPU presets' speed options
 
 
 def test_yaml_gives_defaults_and_the_command_line_wins(tmp_path, monkeypatch):
@@ -155,3 +155,40 @@ def test_pad_to_multiple_of_must_be_positive(value):
     with pytest.raises(ValueError, match=f"--pad_to_multiple_of must be positive .*got {value}"):
         parse_arguments(["--output_dir", "x", "--pad_to_multiple_of", value])
     assert parse_arguments(["--output_dir", "x"])[2].pad_to_multiple_of == 8
+
+
+def test_every_command_spells_output_dir_and_hub_model_id_as_the_trainer(caplog):
+    """vaswani-push-to-hub, vaswani-model-card and vaswani-average-checkpoints take transformers' --output_dir and
+    --hub_model_id; their older spellings still work, with a warning."""
+    from vaswani_transformer.command_line import parse_arguments as parse_command
+    from vaswani_transformer.training import cli
+
+    new = ["--output_dir", "runs/x", "--hub_model_id", "org/name"]
+    for arguments_class in (cli.PushToHubArguments, cli.ModelCardArguments):
+        assert parse_command(arguments_class, new).hub_model_id == "org/name"
+        old = parse_command(arguments_class, ["runs/x", "--repo_id", "org/name"], positional=("output_dir",))
+        assert (old.output_dir, old.hub_model_id) == ("runs/x", "org/name")
+    average = ["--inputs", "a", "--output", "out"]
+    assert parse_command(cli.AverageCheckpointsArguments, average).output_dir == "out"
+    with caplog.at_level("WARNING", logger="vaswani_transformer.training.cli"):
+        cli._warn_deprecated(["x", "--repo_id=org/name", "--dry_run"], {"--repo_id": "--hub_model_id"})
+    assert caplog.messages == ["--repo_id is deprecated: use --hub_model_id"]
+
+
+def test_fixed_step_presets_are_the_45_minute_ones_stopped_by_steps():
+    """multi30k_*_cpu_steps: the same recipe as the 45-minute presets, stopped after a fixed number of steps (what
+    the 45-minute runs reached) instead of by the clock, so that a score can be reproduced by steps."""
+    from vaswani_transformer.training.arguments import read_config_file
+    from vaswani_transformer.training.presets import resolve_config
+
+    steps = {"en_de": 8000, "en_fr": 10000}  # what the 45-minute runs reached (docs/experiments)
+    for pair in ("en_de", "en_fr"):
+        timed = read_config_file(resolve_config(f"multi30k_{pair}_cpu"))
+        by_steps = read_config_file(resolve_config(f"multi30k_{pair}_cpu_steps"))
+        assert by_steps.pop("max_train_minutes") == 0 and timed.pop("max_train_minutes") == 45
+        assert by_steps.pop("max_steps") == steps[pair] and "max_steps" not in timed
+        assert by_steps.pop("save_steps") == 500 and timed.pop("save_minutes") == 3
+        assert by_steps.pop("output_dir") == timed.pop("output_dir") + "_steps"
+        assert by_steps == timed
+        model_args, _, train_args = parse_arguments(["--config", f"multi30k_{pair}_cpu_steps"])
+        assert (train_args.max_steps, train_args.max_train_minutes, train_args.save_minutes) == (steps[pair], 0.0, 0.0)

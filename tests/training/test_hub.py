@@ -79,7 +79,7 @@ def test_dry_run_lists_exactly_the_model_files(run_dir, tmp_path):
         ]
     )
     assert files_to_upload(run_dir) == expected
-    result = run_cli(str(run_dir), "--repo_id", "someone/tiny", "--dry_run", hf_home=tmp_path / "hf_home")
+    result = run_cli(str(run_dir), "--hub_model_id", "someone/tiny", "--dry_run", hf_home=tmp_path / "hf_home")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected
 
@@ -114,7 +114,7 @@ def test_upload_sends_what_the_dry_run_lists(run_dir, tmp_path, monkeypatch):
 
 
 def test_missing_token_is_a_one_line_error(run_dir, tmp_path):
-    result = run_cli(str(run_dir), "--repo_id", "someone/tiny", hf_home=tmp_path / "hf_home")
+    result = run_cli(str(run_dir), "--hub_model_id", "someone/tiny", hf_home=tmp_path / "hf_home")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "push_to_hub.py: error: no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry_run) "
@@ -133,7 +133,7 @@ def test_no_network_is_a_one_line_error(run_dir, tmp_path, network):
     env = {"HF_TOKEN": "hf_not_a_real_token"}
     if network == "refused connection":
         env.update(HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
-    result = run_cli(str(run_dir), "--repo_id", "someone/tiny", hf_home=tmp_path / "hf_home", **env)
+    result = run_cli(str(run_dir), "--hub_model_id", "someone/tiny", hf_home=tmp_path / "hf_home", **env)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"push_to_hub.py: error: could not upload {run_dir} to someone/tiny: ")
@@ -146,6 +146,6 @@ def test_a_directory_without_a_model_is_refused(tmp_path):
         files_to_upload(tmp_path)
     with pytest.raises(NotADirectoryError, match="is not a directory"):
         files_to_upload(tmp_path / "config.json")
-    result = run_cli(str(tmp_path / "missing"), "--repo_id", "a/b", "--dry_run", hf_home=tmp_path / "hf_home")
+    result = run_cli(str(tmp_path / "missing"), "--hub_model_id", "a/b", "--dry_run", hf_home=tmp_path / "hf_home")
     assert result.returncode == 2
     assert result.stderr.startswith(f"push_to_hub.py: error: {tmp_path / 'missing'} is not a directory (run with")

@@ -58,6 +58,20 @@ def _summary(module) -> str:
     return module.__doc__.split("\n\n")[0]
 
 
+def _deprecated_alias(new: str, old: str, help_text: str) -> dict:
+    """Field metadata for a flag `new` that an older spelling `old` still sets (argparse alias): the flag names of
+    transformers' Trainer (--output_dir, --hub_model_id) in every command. `_warn_deprecated` warns on `old`."""
+    return {"help": f"{help_text} ({old} is a deprecated alias)", "aliases": [old]}
+
+
+def _warn_deprecated(argv: Sequence[str] | None, renamed: dict[str, str]) -> None:
+    """Warn once per deprecated flag spelling (old -> new) found in `argv` (default `sys.argv[1:]`)."""
+    for argument in sys.argv[1:] if argv is None else argv:
+        old = argument.split("=", 1)[0]
+        if old in renamed:
+            logger.warning("%s is deprecated: use %s", old, renamed[old])
+
+
 # vaswani-average-checkpoints --------------------------------------------------------------------------------------
 
 
@@ -65,7 +79,9 @@ def _summary(module) -> str:
 class AverageCheckpointsArguments:
     """Arguments of `vaswani-average-checkpoints` / `training/average_checkpoints.py`: --inputs or --checkpoint_dir."""
 
-    output: str = field(metadata={"help": "directory to write the averaged model into"})
+    output_dir: str = field(
+        metadata=_deprecated_alias("--output_dir", "--output", "directory to write the averaged model into")
+    )
     inputs: list[str] | None = field(
         default=None, metadata={"help": "checkpoint directories or .safetensors files to average"}
     )
@@ -73,7 +89,7 @@ class AverageCheckpointsArguments:
         default=None, metadata={"help": "a training output_dir; averages its newest --last_k checkpoints"}
     )
     last_k: int = field(default=5, metadata={"help": "§6.1: 5 for base models, 20 for big (default %(default)s)"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a non-empty --output"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a non-empty --output_dir"})
     config: str | None = field(
         default=None, metadata={"help": "directory with the model's config.json (default: --checkpoint_dir)"}
     )
@@ -84,16 +100,17 @@ class AverageCheckpointsArguments:
 
 
 def average_checkpoints_main(argv: Sequence[str] | None = None) -> None:
-    """§6.1: average the given checkpoints, or the newest `--last_k` of a run, into `--output`.
+    """§6.1: average the given checkpoints, or the newest `--last_k` of a run, into `--output_dir`.
 
     Raises:
         ValueError: both or neither of --inputs and --checkpoint_dir; --checkpoint_dir holds fewer complete
             checkpoints than --last_k, or a checkpoint is truncated, corrupt or of another model (names the file).
-        FileExistsError: --output is not empty and --overwrite_output_dir is not given.
+        FileExistsError: --output_dir is not empty and --overwrite_output_dir is not given.
     """
     args = parse_arguments(AverageCheckpointsArguments, argv, description=_summary(averaging))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    check_output_dir(args.output, args.overwrite_output_dir)
+    _warn_deprecated(argv, {"--output": "--output_dir"})
+    check_output_dir(args.output_dir, args.overwrite_output_dir)
     paths, config_dir = args.inputs, args.config
     if args.checkpoint_dir:
         paths = list_checkpoints(args.checkpoint_dir)[-args.last_k :]
@@ -103,8 +120,8 @@ def average_checkpoints_main(argv: Sequence[str] | None = None) -> None:
             config_dir = args.checkpoint_dir
     logger.info("averaging %d checkpoints: %s", len(paths), ", ".join(str(p) for p in paths))
     averaged = averaging.average_checkpoints(paths)
-    prepare_output_dir(args.output, args.overwrite_output_dir)
-    logger.info("wrote %s", averaging.save_averaged(averaged, args.output, config_dir))
+    prepare_output_dir(args.output_dir, args.overwrite_output_dir)
+    logger.info("wrote %s", averaging.save_averaged(averaged, args.output_dir, config_dir))
 
 
 # vaswani-push-to-hub ------------------------------------------------------------------------------------------------
@@ -112,11 +129,14 @@ def average_checkpoints_main(argv: Sequence[str] | None = None) -> None:
 
 @dataclass
 class PushToHubArguments:
-    """Arguments of `vaswani-push-to-hub` / `training/push_to_hub.py` (the directory by position)."""
+    """Arguments of `vaswani-push-to-hub` / `training/push_to_hub.py` (the output_dir also by position)."""
 
-    repo_id: str = field(metadata={"help": "Hub repository, ORG/NAME."})
-    directory: str | None = field(
-        default=None, metadata={"help": "A save_pretrained model directory (the output_dir of training/train.py)."}
+    hub_model_id: str = field(metadata=_deprecated_alias("--hub_model_id", "--repo_id", "Hub repository, ORG/NAME"))
+    output_dir: str | None = field(
+        default=None,
+        metadata=_deprecated_alias(
+            "--output_dir", "--directory", "A save_pretrained model directory (the output_dir of vaswani-train)"
+        ),
     )
     private: bool = field(default=False, metadata={"help": "Create the repository as private."})
     dry_run: bool = field(default=False, metadata={"help": "Print the files that would be uploaded and stop."})
@@ -126,22 +146,25 @@ class PushToHubArguments:
 
 
 def push_to_hub_main(argv: Sequence[str] | None = None) -> int:
-    """Upload `DIRECTORY`'s usable files (`hub.files_to_upload`) to `--repo_id`, or list them with `--dry_run`.
+    """Upload `OUTPUT_DIR`'s usable files (`hub.files_to_upload`) to `--hub_model_id`, or list them with `--dry_run`.
 
     Raises:
         OSError: no model in the directory, no token, or an upload that failed (see `hub.push_to_hub`).
     """
-    args = parse_arguments(PushToHubArguments, argv, description=_summary(hub), positional=("directory",))
-    names = hub.files_to_upload(args.directory)
+    args = parse_arguments(PushToHubArguments, argv, description=_summary(hub), positional=("output_dir",))
+    _warn_deprecated(argv, {"--repo_id": "--hub_model_id", "--directory": "--output_dir"})
+    names = hub.files_to_upload(args.output_dir)
     if "README.md" not in names:
         print(
-            f"warning: {args.directory} has no README.md (a finished training run writes its model card)",
+            f"warning: {args.output_dir} has no README.md (a finished training run writes its model card)",
             file=sys.stderr,
         )
     if args.dry_run:
         print("\n".join(names))
         return 0
-    print(hub.push_to_hub(args.directory, args.repo_id, private=args.private, commit_message=args.commit_message))
+    print(
+        hub.push_to_hub(args.output_dir, args.hub_model_id, private=args.private, commit_message=args.commit_message)
+    )
     return 0
 
 
@@ -177,8 +200,11 @@ class ModelCardArguments:
     """Arguments of `vaswani-model-card` / `model_cards/render.py` (the run directory by position)."""
 
     output_dir: str | None = field(default=None, metadata={"help": "The output_dir of a finished training run."})
-    repo_id: str | None = field(
-        default=None, metadata={"help": "Hub repository id, used as model name and in snippets."}
+    hub_model_id: str | None = field(
+        default=None,
+        metadata=_deprecated_alias(
+            "--hub_model_id", "--repo_id", "Hub repository id, used as model name and in snippets"
+        ),
     )
     license: str = field(default=cards.DEFAULT_LICENSE, metadata={"help": "License id (default %(default)s)."})
 
@@ -190,7 +216,8 @@ def model_card_main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError, ValueError: from `render_model_card`, naming the file at fault.
     """
     args = parse_arguments(ModelCardArguments, argv, description=_summary(cards), positional=("output_dir",))
-    cards.render_model_card(args.output_dir, args.repo_id, license=args.license)
+    _warn_deprecated(argv, {"--repo_id": "--hub_model_id"})
+    cards.render_model_card(args.output_dir, args.hub_model_id, license=args.license)
     print(Path(args.output_dir) / "README.md")
     return 0
 
