@@ -9,6 +9,7 @@ import pytest
 from benchmarks import RESULTS_DIR
 from benchmarks.deploy import markdown as deploy_markdown
 from benchmarks.generation import markdown as generation_markdown
+from benchmarks.gpu_train_step import markdown as train_step_markdown
 from benchmarks.run_report import markdown as run_markdown
 from benchmarks.scale.gpu import markdown as scale_gpu_markdown
 from benchmarks.scale.run import markdown as scale_markdown
@@ -19,6 +20,7 @@ def renderer(stem: str):
     """The `markdown` function of the benchmark that writes `<stem>.md`, known by the stem's suffix."""
     for marker, render in (
         ("-generation", generation_markdown),
+        ("-train-step", train_step_markdown),
         ("-deploy", deploy_markdown),
         ("-training-rss-", training_rss_markdown),
         ("-scale-gpu", scale_gpu_markdown),
