@@ -181,3 +181,55 @@ def test_another_vocabulary_and_no_learning_rate_are_refused(marian_dir, multi30
     with pytest.raises(ValueError, match="--learning_rate is needed to fine-tune"):
         train_in_process(argv)
     assert not out.exists()
+
+
+def test_early_stopping_ends_the_run_and_records_why(marian_dir, multi30k_dir, tmp_path):
+    """A learning rate far too high: validation loss only rises after the first validation, so patience 1 stops
+    the run at the second, and train_results.json and log.jsonl say why."""
+    out = tmp_path / "run"
+    extra = "--eval_steps 1 --early_stopping_patience 1 --metric_for_best_model loss --max_steps 20".split()
+    argv = marian_args(marian_dir, multi30k_dir, out, *extra)
+    argv[argv.index("--learning_rate") + 1] = "5"
+    train_in_process(argv)
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["step"] == 2
+    assert results["stop_reason"].startswith("early_stopping_patience 1: eval_loss did not improve on")
+    log = read_log(out)
+    losses = [record["eval_loss"] for record in log if "eval_loss" in record]
+    assert len(losses) == 2 and losses[1] > losses[0]
+    assert {"step": 2, "stop_reason": results["stop_reason"]} in log
+
+
+# A run of ours with the multi30k_en_de_cpu preset's model (d_model 256, 3+3 layers), cut short for a test.
+SHORT = "--max_train_samples 200 --max_eval_samples 8 --max_test_samples 8 --eval_batch_size 8 --eval_steps 0".split()
+
+
+@pytest.fixture(scope="module")
+def preset_run(multi30k_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("preset_run") / "run"
+    extra = "--vocab_size 1000 --max_steps 3 --save_minutes 0 --average_last_k 0".split()
+    train_in_process(["--config", "multi30k_en_de_cpu", "--output_dir", str(out), *SHORT, *extra])
+    return out
+
+
+def test_fine_tuning_our_run_with_its_preset_continues_eq3(preset_run, tmp_path):
+    """The command the fine-tuning measurement runs (`--config multi30k_en_de_cpu --model_name_or_path RUN --max_steps
+    N --seed 7`), shortened: the run's architecture and generation config are kept, and the peak learning rate is
+    the rate Eq. 3 had reached at the run's last step, reached after the preset's warmup."""
+    out = tmp_path / "fine_tuned"
+    command = (
+        f"--config multi30k_en_de_cpu --model_name_or_path {preset_run} --max_steps 2 --seed 7 --output_dir {out}"
+    )
+    train_in_process([*command.split(), *SHORT, "--logging_steps", "1"])
+
+    first = next(record for record in read_log(out) if "lr" in record)
+    peak = 256**-0.5 * min(3**-0.5, 3 * 800**-1.5)  # Eq. 3 at the first run's last step (3), d_model 256, warmup 800
+    assert first["lr"] == pytest.approx(peak * 1 / 800, rel=1e-9)  # Eq. 3's shape at step 1 of 800 warmup steps
+    for name in ("config.json", "generation_config.json"):
+        before, after = (json.loads((run / name).read_text()) for run in (preset_run, out))
+        assert {k: v for k, v in after.items() if k != "auto_map"} == {
+            k: v for k, v in before.items() if k != "auto_map"
+        }
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["stop_reason"] == "max_steps 2" and results["effective_batch"]["tokens_per_step"] == 2048
+    assert json.loads((out / "training_args.json").read_text())["model_name_or_path"] == str(preset_run)

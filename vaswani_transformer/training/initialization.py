@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import MarianMTModel, PretrainedConfig
+from transformers import MarianConfig, MarianMTModel, PretrainedConfig
 
 from vaswani_transformer import VaswaniTransformerConfig, VaswaniTransformerForConditionalGeneration
 from vaswani_transformer.convert import from_marian, load_tokenizer
@@ -73,10 +73,13 @@ def load_pretrained(args: ModelArguments) -> tuple[VaswaniTransformerForConditio
     path = args.model_name_or_path
     model_type = PretrainedConfig.get_config_dict(path)[0].get("model_type")
     overrides = {name: getattr(args, name) for name in FINE_TUNING_OVERRIDES if getattr(args, name) is not None}
+    # The config is loaded and changed first: from_pretrained's keyword arguments would reach the generation config.
     if model_type == VaswaniTransformerConfig.model_type:
-        model = VaswaniTransformerForConditionalGeneration.from_pretrained(path, **overrides)
+        config = VaswaniTransformerConfig.from_pretrained(path, **overrides)
+        model = VaswaniTransformerForConditionalGeneration.from_pretrained(path, config=config)
     elif model_type == "marian":
-        marian = MarianMTModel.from_pretrained(path, **{k: v for k, v in overrides.items() if k != "label_smoothing"})
+        marian_overrides = {name: value for name, value in overrides.items() if name != "label_smoothing"}
+        marian = MarianMTModel.from_pretrained(path, config=MarianConfig.from_pretrained(path, **marian_overrides))
         model = from_marian(marian)
         model.config.label_smoothing = overrides.get("label_smoothing", model.config.label_smoothing)
     else:
