@@ -259,6 +259,19 @@ def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):
     assert "**Run.**" in render_model_card(run).text
 
 
+def test_the_example_copy_holds_the_card_and_the_files_it_links(run_dir, tmp_path, monkeypatch, capsys):
+    """model_cards/render.py, as the committed example was made: the card and the run files it links, copied."""
+    monkeypatch.setattr(sys, "argv", [RENDER, str(run_dir), "--into", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_status:
+        runpy.run_path(RENDER, run_name="__main__")
+    assert exit_status.value.code == 0
+    example = tmp_path / run_dir.name
+    assert capsys.readouterr().out.strip() == str(example)
+    names = sorted(path.name for path in example.iterdir())
+    assert names == ["README.md", "hyps_test_2016_flickr.de", "results_test_2016_flickr.json", "training_args.json"]
+    assert all((example / name).read_bytes() == (run_dir / name).read_bytes() for name in names)
+
+
 def test_missing_run_files_are_clear_errors(tmp_path, monkeypatch, capsys):
     """The library's error, and the one line of model_cards/render.py and of the `vaswani-model-card` console
     script (its entry point in the installed metadata), run in this process with the command line they would get."""
