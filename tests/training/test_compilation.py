@@ -60,3 +60,25 @@ def test_batches_of_new_padded_shapes_reuse_the_first_graph():
         model.zero_grad()
     assert compiled_graphs() - before == 1
     assert compiled.compile_seconds is not None and compiled.compile_seconds > 0
+
+
+@pytest.mark.slow  # AOTAutograd traces forward and backward symbolically (about 30 s alone, over a minute under load)
+def test_the_backward_compiled_by_aot_autograd_gives_the_eager_gradients():
+    """Through AOTAutograd ("aot_eager": inductor's tracing and partitioning of forward and backward, without its
+    code generation), the chunked output projection + loss (an `autograd.Function` with its own backward) gives
+    the eager gradients on batches of two shapes, with one graph."""
+    torch.manual_seed(0)
+    model = VaswaniTransformerForConditionalGeneration(tiny_config()).train()
+    criterion = LabelSmoothedCrossEntropyCriterion(0.1, output_chunks=3)
+    compiled = compile_criterion(criterion, backend="aot_eager")
+    before = compiled_graphs()
+    for shape in [(3, 8, 16), (5, 16, 24)]:
+        batch = padded_batch(*shape)
+        compiled(model, batch).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        criterion(model, batch).backward()
+        for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
+            torch.testing.assert_close(got, want)
+        model.zero_grad()
+    assert compiled_graphs() - before == 1
