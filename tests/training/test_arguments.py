@@ -192,3 +192,13 @@ def test_fixed_step_presets_are_the_45_minute_ones_stopped_by_steps():
         assert by_steps == timed
         model_args, _, train_args = parse_arguments(["--config", f"multi30k_{pair}_cpu_steps"])
         assert (train_args.max_steps, train_args.max_train_minutes, train_args.save_minutes) == (steps[pair], 0.0, 0.0)
+
+
+def test_help_lists_every_flag(capsys):
+    """argparse formats every help text with %: a stray % in one breaks --help for all flags."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    for name in ("model_name_or_path", "source_column", "truncate_long_pairs", "target_tokens_per_step"):
+        assert f"--{name}" in shown

@@ -225,7 +225,7 @@ class TrainingArguments:
         metadata={
             "help": "Derive --gradient_accumulation_steps from the process count: ceil(target / (max_tokens x "
             "processes)), so that a step holds ~target tokens per side on any number of devices (§5.1: ~25000); "
-            "refused if one micro-batch on every process already exceeds it by more than 25%."
+            "refused if one micro-batch on every process already holds over 1.25x the target."
         },
     )
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs)."})
