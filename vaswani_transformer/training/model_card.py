@@ -355,18 +355,13 @@ def build_model_card(
     )
 
 
-def render_model_card(
-    output_dir: str | Path,
-    repo_id: str | None = None,
-    *,
-    license: str = DEFAULT_LICENSE,
-    template_path: str | Path = TEMPLATE_PATH,
-) -> Any:
-    """Render the card of the run in `output_dir` (`build_model_card`), write it to `output_dir/README.md`, return it.
+def render_model_card(output_dir: str | Path, repo_id: str | None = None, **options: Any) -> Any:
+    """Render the card of the run in `output_dir` (`build_model_card`, which takes `options`: `license`,
+    `template_path`), write it to `output_dir/README.md`, replacing an earlier card, and return it.
 
     Raises:
         FileNotFoundError, ValueError: from `read_run`, naming the file at fault.
     """
-    card = build_model_card(output_dir, repo_id, license=license, template_path=template_path)
+    card = build_model_card(output_dir, repo_id, **options)
     card.save(Path(output_dir) / "README.md")
     return card
