@@ -26,7 +26,14 @@ from vaswani_transformer.training.checkpoints import (
     latest_checkpoint,
     list_checkpoints,
 )
-from vaswani_transformer.training.recipe import build_optimizer, build_scheduler, eq3_multiplier, inverse_sqrt_lr
+from vaswani_transformer.training.recipe import (
+    build_optimizer,
+    build_scheduler,
+    effective_batch,
+    eq3_multiplier,
+    gradient_accumulation_for,
+    inverse_sqrt_lr,
+)
 
 
 # §5.3, Eq. 3 ------------------------------------------------------------------------------------------------------
@@ -118,6 +125,19 @@ def test_learning_rate_is_the_peak_of_eq3s_shape(d_model, warmup, peak):
     expected = [peak * eq3(step, d_model, warmup) / eq3(warmup, d_model, warmup) for step in range(1, 3 * warmup + 1)]
     assert used == pytest.approx(expected, rel=1e-12)
     assert eq3_multiplier(d_model, warmup, None, 2.0) == 2.0  # unset: --lr_multiplier (1.0: the paper)
+
+
+@pytest.mark.parametrize("processes, accumulation", [(1, 8), (2, 4), (3, 3), (4, 2), (8, 1), (10, 1)])
+def test_accumulation_reaches_25k_tokens_a_step_on_any_process_count(processes, accumulation):
+    """§5.1: ~25000 source and target tokens per step; the WMT presets' 3125 tokens per micro-batch and process."""
+    assert gradient_accumulation_for(25_000, 3125, processes) == accumulation
+    tokens = effective_batch(3125, processes, accumulation)["tokens_per_step"]
+    assert tokens == 3125 * processes * accumulation and 25_000 <= tokens < 25_000 + 3125 * processes
+
+
+def test_accumulation_refuses_a_micro_batch_far_over_the_target():
+    with pytest.raises(ValueError, match=r"16 processes x --max_tokens 3125 = 50000 .* use --max_tokens 1562"):
+        gradient_accumulation_for(25_000, 3125, 16)
 
 
 def test_scheduler_requires_base_lr_one():
