@@ -5,8 +5,8 @@ Three kinds of source, exactly one per call (the flags of transformers' `run_tra
 - `data_dir`: a folder of line-aligned plain-text files `{split}.{lang}` or `{split}.{lang}.gz` (Multi30k, the WMT
   `newstest` files after `sacrebleu --echo`), one sentence per line, UTF-8;
 - `train_file` / `validation_file` / `test_file`: data files, JSON lines, JSON, Parquet or CSV;
-- `dataset_name` (+ `dataset_config_name`, `dataset_revision`): any dataset `datasets.load_dataset` can open, from the Hub
-  or a local folder, e.g. `wmt/wmt14` `de-en` (the paper's data, §5.1).
+- `dataset_name` (+ `dataset_config_name`, `dataset_revision`): any dataset `datasets.load_dataset` can open, from
+  the Hub or a local folder, e.g. `wmt/wmt14` `de-en` (the paper's data, §5.1).
 
 Files and datasets come in either layout, a `translation` dict column or one text column per language
 (`training.dataset_layouts`), with any split names (`splits`).
