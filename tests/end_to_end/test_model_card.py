@@ -15,6 +15,7 @@ import json
 import os
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -185,7 +186,7 @@ def test_a_hub_visitor_gets_the_code_hardware_terms_and_translations(card, run_d
     assert links and all(link.startswith("https://") or link in uploaded for link in links), links
 
 
-def test_the_uploaded_card_loads_the_repository_and_the_local_one_the_folder(run_dir, monkeypatch):
+def test_the_uploaded_card_loads_the_repository_and_the_local_one_the_folder(run_dir, tmp_path, monkeypatch):
     """`vaswani-push-to-hub --repo_id` renders the card it uploads with the repository id (one commit, recorded
     here instead of sent); the local README.md keeps the local path."""
     import huggingface_hub
@@ -202,12 +203,18 @@ def test_the_uploaded_card_loads_the_repository_and_the_local_one_the_folder(run
         lambda repo_id, *, operations, **kwargs: commits.append(operations) or type("C", (), {"commit_url": "u"})(),
     )
     push_to_hub(run_dir, "someone/transformer-multi30k")
-    (operations,) = commits
+    (operations,) = commits[-1:]
     (readme,) = [op.path_or_fileobj for op in operations if op.path_in_repo == "README.md"]
     uploaded = readme.decode("utf-8")
     assert 'from_pretrained("someone/transformer-multi30k", trust_remote_code=True)' in uploaded
     assert str(run_dir) not in uploaded and "- name: someone/transformer-multi30k" in uploaded
     assert (run_dir / "README.md").read_text(encoding="utf-8") == local and f'"{run_dir}"' in local
+    # A card edited by hand is the user's: it goes up as it is.
+    edited = Path(shutil.copytree(run_dir, tmp_path / "edited"))
+    (edited / "README.md").write_text(local + "\nMy notes.\n", encoding="utf-8")
+    push_to_hub(edited, "someone/transformer-multi30k")
+    (readme,) = [op.path_or_fileobj for op in commits[-1] if op.path_in_repo == "README.md"]
+    assert Path(readme).read_text(encoding="utf-8") == local + "\nMy notes.\n"
 
 
 @pytest.mark.parametrize(
@@ -233,8 +240,6 @@ def test_the_data_is_named_by_its_hub_id_where_one_holds_the_pair(args, expected
 def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):
     """What `--do_test false --eval_steps 0` leaves when train.py renders the card: no results_<split>.json, no
     evaluation record in log.jsonl, train_results.json without scores."""
-    import shutil
-
     run = Path(shutil.copytree(run_dir, tmp_path / "no_test"))
     for path in [*run.glob("results_*.json"), *run.glob("hyps_*"), run / "README.md"]:
         path.unlink(missing_ok=True)

@@ -5,13 +5,13 @@
 
 Only the files that make the repository usable go up (`files_to_upload`): `*.safetensors`, `config.json`,
 `generation_config.json`, the tokenizer files, the remote-code `*.py` files (configuration, modeling, tokenization,
-pipeline), `README.md`, the run's JSON results and arguments and its test translations (`hyps_<split>.<lang>`).
-Never the training state: `checkpoint-*/` folders, optimizer/scheduler/RNG state, `*.bin`/`*.pt`/`*.pth`/`*.pkl`,
-logs and tracker folders. `--dry_run` prints exactly the list the upload sends (the same function lists the upload's
-files), needs no token and no network. The model card of a training run is rendered again with the repository id
-for the upload (`hub_model_card`), so that its snippets load the Hub repository; the local `README.md` keeps the
-local path. Built on `huggingface_hub.create_repo` + `create_commit` (one commit); the token comes from `HF_TOKEN`
-or `hf auth login`. The command (`vaswani-push-to-hub`, `training/push_to_hub.py`) is
+pipeline), `README.md`, the run's JSON results and arguments and its test translations (`hyps_<split>.<lang>`). Never
+the training state: `checkpoint-*/` folders, optimizer/scheduler/RNG state, `*.bin`/`*.pt`/`*.pth`/`*.pkl`, logs and
+tracker folders. `--dry_run` prints exactly the list the upload sends (the same function lists the upload's files),
+needs no token and no network. The model card of a training run is rendered again with the repository id for the upload
+(`hub_model_card`), so that its snippets load the Hub repository; the local `README.md` keeps the local path, and a
+README edited by hand goes up as it is. Built on `huggingface_hub.create_repo` + `create_commit` (one commit); the
+token comes from `HF_TOKEN` or `hf auth login`. The command (`vaswani-push-to-hub`, `training/push_to_hub.py`) is
 `training.cli.push_to_hub_main`; train.py's `--push_to_hub` calls `push_to_hub`.
 """
 
@@ -109,17 +109,25 @@ def check_hub_access(args) -> None:
 
 
 def hub_model_card(directory: str | Path, repo_id: str) -> bytes | None:
-    """The `README.md` to upload: a training run's card rendered with `repo_id` (snippets load the Hub repository),
-    or None for a directory that is not a training run's (no `training_args.json`), whose README goes up as it is.
+    """The `README.md` to upload: a training run's card rendered with `repo_id` (snippets load the Hub repository).
+
+    None (the README goes up as it is) for a directory that is not a training run's (no `training_args.json`), and
+    for a README.md that is neither the card the run renders for its folder nor for `repo_id`: one edited by hand is
+    the user's, and is never replaced.
 
     Raises:
         FileNotFoundError, ValueError: from `model_card.read_run`, naming a run file that is missing or unreadable.
     """
     from vaswani_transformer.training.model_card import build_model_card
 
-    if not (Path(directory) / "training_args.json").is_file():
+    directory = Path(directory)
+    if not (directory / "training_args.json").is_file():
         return None
-    return str(build_model_card(directory, repo_id)).encode("utf-8")
+    card = str(build_model_card(directory, repo_id))
+    readme = directory / "README.md"
+    if readme.is_file() and readme.read_text(encoding="utf-8") not in (card, str(build_model_card(directory))):
+        return None
+    return card.encode("utf-8")
 
 
 def push_to_hub(
