@@ -228,7 +228,7 @@ def markdown(results: dict) -> str:
         "",
         f"{results['max_tokens']:,} padded tokens a side per step (synthetic batches, lengths rounded to multiples "
         f"of 8), {results['steps']} timed steps after {results['warmup_steps']} warm-up steps, bf16 autocast, fused "
-        f"Adam. bf16 matmul peak measured in the same run: {peak / 1e3:,.1f} TFLOP/s. torch "
+        f"Adam. bf16 matmul peak measured in the same run: {peak / 1e3:,.2f} TFLOP/s. torch "
         f"{results['versions']['torch']}.",
         "",
         "| model | step | non-pad tokens/s | MFU | speed-up | peak memory (MiB) | first step (s) | graphs after "
