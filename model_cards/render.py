@@ -1,7 +1,7 @@
 """Render the model card of a finished training run and keep a copy here as an example, with the files it links.
 
     python model_cards/render.py outputs/multi30k_en_de_cpu
-    python model_cards/render.py outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de
+    python model_cards/render.py outputs/multi30k_en_de_cpu --hub_model_id your-name/transformer-multi30k-en-de
 
 Writes `<run>/README.md`, as `vaswani-model-card` does (`training.model_card.render_model_card`), then copies the
 card and the run files it links (the test translations `hyps_<split>.<lang>`, `results_<split>.json`,
@@ -30,7 +30,7 @@ LOCAL_LINK = re.compile(r"\]\((?!https?://)([^)#\s]+)\)")
 @dataclass
 class RenderArguments:
     output_dir: str | None = field(default=None, metadata={"help": "The output_dir of a finished training run."})
-    repo_id: str | None = field(
+    hub_model_id: str | None = field(
         default=None, metadata={"help": "Hub repository id, used as model name and in snippets."}
     )
     into: str = field(default=str(Path(__file__).resolve().parent), metadata={"help": "Folder of the example copies."})
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_arguments(RenderArguments, argv, description=__doc__.split("\n\n")[0], positional=("output_dir",))
     run_dir = Path(args.output_dir)
-    card = str(render_model_card(run_dir, args.repo_id))
+    card = str(render_model_card(run_dir, args.hub_model_id))
     linked = sorted(set(LOCAL_LINK.findall(card)))
     missing = [name for name in linked if not (run_dir / name).is_file()]
     if missing:

@@ -155,6 +155,6 @@ def test_a_two_step_run_writes_a_complete_model_card(user, tmp_path, multi30k_di
     assert "pip install vaswani_transformer" not in card and "vaswani_transformer[" not in card
     assert not re.search(r"\]\((?!https://)(?!hyps_|results_|training_args)", card)  # links: the web or uploads
 
-    listed = user("vaswani-push-to-hub", "run", "--repo_id", "someone/tiny", "--dry_run")
+    listed = user("vaswani-push-to-hub", "run", "--hub_model_id", "someone/tiny", "--dry_run")
     assert listed.returncode == 0, listed.stderr
     assert {"README.md", "hyps_test_2016_flickr.de", "training_args.json"} <= set(listed.stdout.split())

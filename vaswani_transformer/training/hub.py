@@ -1,7 +1,7 @@
 """Upload a trained model directory to the Hugging Face Hub: weights, configs, tokenizer, code, model card, results.
 
-    vaswani-push-to-hub outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de --dry_run
-    vaswani-push-to-hub outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de
+    vaswani-push-to-hub outputs/multi30k_en_de_cpu --hub_model_id your-name/transformer-multi30k-en-de --dry_run
+    vaswani-push-to-hub outputs/multi30k_en_de_cpu --hub_model_id your-name/transformer-multi30k-en-de
 
 Only the files that make the repository usable go up (`files_to_upload`): `*.safetensors`, `config.json`,
 `generation_config.json`, the tokenizer files, the remote-code `*.py` files (configuration, modeling, tokenization,

@@ -1,7 +1,7 @@
 """The model card (`README.md`) of a trained model, rendered from what its training run wrote, and nothing else.
 
     vaswani-model-card outputs/multi30k_en_de_cpu
-    vaswani-model-card outputs/multi30k_en_de_cpu --repo_id your-name/transformer-multi30k-en-de
+    vaswani-model-card outputs/multi30k_en_de_cpu --hub_model_id your-name/transformer-multi30k-en-de
 
 `training/train.py` renders it at the end of every run (`render_model_card`), once `train_results.json` and the
 test split's `results_<split>.json` are written; the command re-renders it, for example with the Hub repository id.
