@@ -34,6 +34,7 @@ __all__ = [
     "ScoreOutput",
     "TargetPrefixLogitsProcessor",
     "force_target_prefix",
+    "generated_labels",
     "greedy_search",
     "length_penalty_denominator",
     "length_penalty_type",
@@ -312,6 +313,19 @@ def greedy_search(
         unfinished &= ~stopping_criteria(input_ids, scores)
         if not bool(unfinished.any()):
             return input_ids
+
+
+def generated_labels(sequences: torch.LongTensor, eos_token_id) -> torch.LongTensor:
+    """`(rows, out_len)` ids from `generate()` (decoder start token first) -> `(rows, out_len - 1)` labels for
+    `score`: -100 after each row's first `</s>` (transformers pads finished hypotheses). `eos_token_id`: an int or
+    a list of ints."""
+    eos = torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=sequences.device
+    )
+    labels = sequences[:, 1:]
+    is_eos = torch.isin(labels, eos)
+    after_end = (torch.cumsum(is_eos, dim=-1) - is_eos.long()) > 0  # a `</s>` came before
+    return labels.masked_fill(after_end, -100)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from transformers import AutoModelForSeq2SeqLM, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
-from .decoding_vaswani_transformer import score
+from .decoding_vaswani_transformer import generated_labels, score
 
 
 __all__ = [
@@ -354,17 +354,10 @@ class TranslationPipeline(Pipeline):
         generation_config.update(
             **{key: value for key, value in generate_kwargs.items() if key != "generation_config"}
         )
-        eos = generation_config.eos_token_id
-        eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=output_ids.device)
-        labels = output_ids[:, 1:]  # (rows, out_len - 1)
-        is_eos = torch.isin(labels, eos)
-        after_end = (torch.cumsum(is_eos, dim=-1) - is_eos.long()) > 0  # a `</s>` came before
+        labels = generated_labels(output_ids, generation_config.eos_token_id)  # (rows, out_len - 1)
         returns = output_ids.shape[0] // model_inputs["input_ids"].shape[0]
         sources = {name: tensor.repeat_interleave(returns, dim=0) for name, tensor in model_inputs.items()}
-        scored = score(
-            self.model, sources["input_ids"], labels.masked_fill(after_end, -100), sources.get("attention_mask"),
-            generation_config,
-        )  # fmt: skip
+        scored = score(self.model, sources["input_ids"], labels, sources.get("attention_mask"), generation_config)
         return scored.sequences_scores
 
     def postprocess(

@@ -1,13 +1,12 @@
 """The scripts in examples/ run on a tiny saved model, as a user runs them.
 
-translate.py runs once as a user runs it, a subprocess reading stdin and writing stdout through pipes; the other
-runs call each script's `main(argv)` in this process (`run_example`: the same stdin bytes in, stdout and stderr
-out, the exit status), which spares each test an interpreter's seconds of imports.
+translate.py (now `vaswani-translate`, tested in tests/model/test_translate_cli.py) runs once as a user runs it, a
+subprocess reading stdin and writing stdout through pipes; the other runs call each script's `main(argv)` in this
+process (`run_example`: the same stdin bytes in, stdout and stderr out, the exit status), which spares each test an
+interpreter's seconds of imports.
 
-translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches; a
-line that is not UTF-8, an over-long line and empty lines do not disturb the others (issue 11, case 7);
-with `--backend ctranslate2` it prints the same lines from the exported model; pipeline_quickstart.py prints the
-pipeline's output; visualize_attention.py writes three PNG grids whose heatmap
+translate.py turns stdin into exactly one output line per input line, equal to `generate` on the same batches;
+pipeline_quickstart.py prints the pipeline's output; visualize_attention.py writes three PNG grids whose heatmap
 tiles (found in the image itself) match the model's layers and heads.
 """
 
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, fresh_process, generate_texts, save_tiny_translation_model
+from conftest import REPO_ROOT, fresh_process, save_tiny_translation_model
 
 from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
 from vaswani_transformer.pipeline_translation import TranslationPipeline
@@ -100,17 +99,6 @@ def run_example(script: str, *args: str, stdin: str | bytes | None = None, cwd: 
     return subprocess.CompletedProcess([script, *args], status or 0, out, err)
 
 
-def translate(directory: Path, sources: list[bytes], *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """translate.py on the given raw lines (each ends with a newline), from `cwd`."""
-    return run_example("translate.py", "--model", str(directory), *args, stdin=b"".join(sources), cwd=cwd)
-
-
-def output_lines(result: subprocess.CompletedProcess) -> list[str]:
-    """stdout's lines, checking that it ends with a newline."""
-    assert result.stdout.endswith("\n") or result.stdout == ""
-    return result.stdout.split("\n")[:-1]
-
-
 def sorted_batches_expected(model, tokenizer, sources: list[str], batch_size: int, buffer_size: int, **kwargs):
     """What translate.py prints: per buffer of `buffer_size` lines, the non-blank ones translated longest first in
     groups of `batch_size` (`length_sorted_batches`, sources cut at the tokenizer's limit), blank lines as ""."""
@@ -155,25 +143,6 @@ def test_translate_writes_one_line_per_input_line(saved, real_sentences, tmp_pat
     assert lines[5] == ""
 
 
-def test_translate_with_ctranslate2_prints_what_generate_prints(saved, real_sentences, tmp_path):
-    """--backend ctranslate2 on the exported model: the same lines as the default backend, blank lines kept."""
-    pytest.importorskip("ctranslate2")
-    from vaswani_transformer.export import export_ctranslate2
-
-    directory, model, tokenizer = saved
-    exported = export_ctranslate2(directory, tmp_path / "ct2")
-    sources = [*real_sentences["en"][:5], "", *real_sentences["en"][5:]]
-    stdin = "".join(line + "\n" for line in sources)
-    args = "--batch_size 3 --buffer_size 5".split()
-    result = run_example(
-        "translate.py", "--model", str(exported), "--backend", "ctranslate2", *args, stdin=stdin, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert output_lines(result) == sorted_batches_expected(model, tokenizer, sources, 3, 5)
-    not_exported = run_example("translate.py", "--model", str(directory), "--backend", "ctranslate2", cwd=tmp_path)
-    assert not_exported.returncode == 2 and "vaswani_ctranslate2.json not found" in not_exported.stderr
-
-
 def load_example(script: str):
     """Import examples/<script> as a module (in this process), registered in `sys.modules` as an import would
     (dataclasses look their module up there)."""
@@ -184,58 +153,6 @@ def load_example(script: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def test_translate_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
-    missing = tmp_path / "nowhere"
-    assert load_example("translate.py").main(["--model", str(missing)]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith(f"translate.py: error: cannot load --model {missing}: ") and error.count("\n") == 1
-
-
-def test_case7_translate_reports_bad_line_and_translates_the_rest(saved, real_sentences, tmp_path):
-    directory, model, tokenizer = saved
-    good = real_sentences["en"][:5]
-    bad = b"Un caf\xe9 au lait."  # Latin-1, not UTF-8: 0xe9 starts a 3-byte sequence that " a" does not continue
-    lines = [good[0].encode() + b"\n", good[1].encode() + b"\r\n", bad + b"\n"]
-    lines += [sentence.encode() + b"\n" for sentence in good[2:]]
-    result = translate(directory, lines, cwd=tmp_path)  # one batch of 32: the bad line shares it with the others
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert result.stderr.splitlines()[-1] == (
-        "translate.py: line 3: not valid UTF-8 (invalid continuation byte: byte 7 is e9); writing an empty line"
-    )
-    expected = one_line(generate_texts(model, tokenizer, good))  # the valid lines, "\r\n" ending dropped
-    assert output_lines(result) == [*expected[:2], "", *expected[2:]]
-
-
-def test_case7_translate_warns_once_on_truncation(saved, real_sentences, tmp_path):
-    directory, model, tokenizer = saved
-    limit = tokenizer.model_max_length
-    long_lines = [" ".join(real_sentences["en"]) * repeat for repeat in (12, 14)]  # each well over `limit` tokens
-    sources = [real_sentences["en"][0], long_lines[0], real_sentences["en"][1], long_lines[1]]
-    lengths = [len(ids) for ids in tokenizer(sources)["input_ids"]]
-    assert lengths[1] > limit and lengths[3] > limit and lengths[0] < limit
-    result = translate(directory, [s.encode() + b"\n" for s in sources], "--batch_size", "2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("translate.py: warning:")]
-    assert warnings == [
-        f"translate.py: warning: line 2 has {lengths[1]} tokens, more than the tokenizer's model_max_length {limit}: "
-        f"truncated to {limit} tokens (later lines over the limit are truncated without a warning; "
-        "--max_source_length sets the limit)"
-    ]
-    assert output_lines(result) == sorted_batches_expected(model, tokenizer, sources, 2, 1024)
-
-
-def test_case7_translate_empty_lines(saved, real_sentences, tmp_path):
-    directory, model, tokenizer = saved
-    sentence = real_sentences["en"][0]
-    lines = [b"\n", b"   \n", sentence.encode() + b"\n", b"\r\n", b"\n"]
-    result = translate(directory, lines, "--batch_size", "2", cwd=tmp_path)
-    assert result.returncode == 0 and "translate.py" not in result.stderr, result.stderr[-3000:]
-    assert output_lines(result) == ["", "", *one_line(generate_texts(model, tokenizer, [sentence])), "", ""]
-    assert translate(directory, [], cwd=tmp_path).stdout == ""  # no input, no output
-    # A last line without a newline is still a line.
-    assert len(output_lines(translate(directory, [b"\n", sentence.encode()], cwd=tmp_path))) == 2
 
 
 def test_pipeline_quickstart_prints_the_pipeline_output(saved, tmp_path):

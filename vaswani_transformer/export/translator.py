@@ -115,8 +115,9 @@ class Translator:
         max_tokens: int | None = None,
         batch_size: int | None = None,
         target_prefix: Sequence[Sequence[int]] | None = None,
+        num_return_sequences: int | None = None,
         **options: Any,
-    ) -> list[list[int]]:
+    ) -> list[list[int]] | list[list[list[int]]]:
         """Translate token ids: CTranslate2's counterpart of `model.generate()`.
 
         Args:
@@ -127,10 +128,13 @@ class Translator:
             batch_size: sentences per call at most (default: no limit besides `max_tokens`).
             target_prefix: forced first target ids per sentence (CTranslate2's `target_prefix`; `generate`'s
                 `target_prefix`), an empty list for none; they begin the returned ids.
+            num_return_sequences: return that many hypotheses per sentence, best first (CTranslate2's
+                `num_hypotheses`; at most the beam size).
             **options: further `ctranslate2.Translator.translate_batch` arguments (e.g. `sampling_topk`).
         Returns:
             The generated ids of each sentence, in input order, ending with `</s>` unless `max_new_tokens` cut them
-            (what `generate()` returns after its decoder start token).
+            (what `generate()` returns after its decoder start token); with `num_return_sequences`, a list of that
+            many such lists per sentence.
         Raises:
             ValueError: if a source, or `max_new_tokens`, exceeds the positional table, or `max_tokens` or
                 `batch_size` is not a positive integer.
@@ -146,10 +150,12 @@ class Translator:
         ):
             if value is not None:
                 options[name] = value
+        if num_return_sequences is not None:
+            options["num_hypotheses"] = _positive_int("num_return_sequences", num_return_sequences)
         self._check_positions(options["max_decoding_length"], "max_new_tokens: an output")
         for ids in input_ids:
             self._check_positions(len(ids), "A source")
-        outputs: list[list[int]] = [[] for _ in input_ids]
+        outputs: list = [[] for _ in input_ids]
         # Every batch is queued at once, so that `inter_threads` translators work on several batches in parallel.
         pending = []
         for indices in length_sorted_batches([len(ids) for ids in input_ids], max_tokens, batch_size):
@@ -161,7 +167,8 @@ class Translator:
             pending.append((indices, self.translator.translate_batch(sources, asynchronous=True, **options)))
         for indices, results in pending:
             for index, result in zip(indices, results, strict=True):
-                outputs[index] = [self.token_ids[token] for token in result.result().hypotheses[0]]
+                hypotheses = [[self.token_ids[token] for token in tokens] for tokens in result.result().hypotheses]
+                outputs[index] = hypotheses if num_return_sequences is not None else hypotheses[0]
         return outputs
 
     def encode(self, texts: Sequence[str], truncation: bool = True, max_source_length: int | None = None):
