@@ -144,6 +144,7 @@ def measure(
     chunks = args.output_chunks if variant == "compiled_chunked" else 0
     criterion = LabelSmoothedCrossEntropyCriterion(config.label_smoothing, blocked=blocked, output_chunks=chunks)
     if variant != "eager":
+        torch._dynamo.reset()  # compile as a fresh training process would, not as a recompilation of the last one
         criterion = compile_criterion(criterion, backend=args.compile_backend)
     optimizer = build_optimizer(model)  # fused Adam on CUDA and CPU, the paper's betas and epsilon
     scheduler = build_scheduler(optimizer, config.d_model, warmup_steps=4000)  # Eq. 3, as the presets train
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     elif not torch.cuda.is_available():
         parser.error("no CUDA device: this benchmark measures one GPU (--cpu or --dry-run run on CPU)")
     started = time.perf_counter()
+    stem = f"{machine_name(device)}-train-step" + ("-dry-run" if args.dry_run else "")
     results = {
         **environment(device),
         "mode_flag": mode_flag,
@@ -300,13 +302,17 @@ def main(argv: list[str] | None = None) -> dict:
                 measured["flops_per_token"], measured["tokens_per_second"], results["bf16_peak"]["peak_gflops"]
             )
             entry["variants"][variant] = measured
+            entry["compared"] = compare(entry["variants"], name, device)
+            results["models"][name] = entry
+            results["total_seconds"] = round(time.perf_counter() - started, 1)
+            # Written after every measurement: a run stopped by its time limit keeps what it measured.
+            write_report(results, args.output, stem, markdown(results))
             print(f"{name} {variant}: {measured['tokens_per_second']:,.0f} tokens/s", flush=True)
             if device == "cuda":
                 torch.cuda.empty_cache()
         entry["compared"] = compare(entry["variants"], name, device)
         results["models"][name] = entry
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    stem = f"{machine_name(device)}-train-step" + ("-dry-run" if args.dry_run else "")
     write_report(results, args.output, stem, markdown(results))
     return results
 
