@@ -400,3 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def translate(argv: Sequence[str] | None = None) -> int:
     """The `vaswani-translate` console script: `main` with the user-error rule of `command_line.run`."""
     return run(main, argv, prog=PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(translate())
