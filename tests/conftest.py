@@ -303,6 +303,22 @@ def save_tiny_translation_model(
     return model
 
 
+def save_trained_translation_model(directory: Path, trained) -> Path:
+    """Save the `trained` fixture's model, tokenizer and pipeline into `directory` with the generation config that
+    `vaswani-train` saves (`recipe.build_generation_config` with the default arguments: beam 4, alpha 0.6, early
+    stopping, §6.1), leaving the fixture unchanged. Its translations are real words, so scores are not 0 and a wrong
+    reference shows. Returns `directory`."""
+    from vaswani_transformer.training.arguments import DataArguments, TrainingArguments
+    from vaswani_transformer.training.recipe import build_generation_config
+
+    model, tokenizer, _ = trained
+    model.save_pretrained(directory)
+    build_generation_config(model.config, TrainingArguments(), DataArguments()).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    save_translation_pipeline(directory)
+    return directory
+
+
 def generate_texts(model, tokenizer, sentences: list[str], **generate_kwargs) -> list[str]:
     """The reference: one padded batch through `generate` and `batch_decode`."""
     batch = tokenizer(sentences, padding=True, return_tensors="pt")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
-from conftest import generate_texts, read_multi30k, save_tiny_translation_model
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+from conftest import generate_texts, read_multi30k, save_tiny_translation_model, save_trained_translation_model
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from vaswani_transformer.command_line import run
 from vaswani_transformer.training import evaluate_cli, evaluation
@@ -170,19 +170,8 @@ def test_write_results_still_writes_into_the_run_directory(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_dir(trained, tmp_path_factory) -> Path:
-    """The suite's `trained` model saved with the paper's decoding (beam 4, alpha 0.6, §6.1), as train.py saves it:
-    its translations are real words, so BLEU and chrF are not 0 and a wrong reference would show."""
-    from vaswani_transformer import save_translation_pipeline
-
-    model, tokenizer, _ = trained
-    directory = tmp_path_factory.mktemp("trained") / "model"
-    model.save_pretrained(directory)
-    generation_config = GenerationConfig.from_pretrained(directory)
-    generation_config.update(num_beams=4, length_penalty=0.6, early_stopping=True)
-    generation_config.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    save_translation_pipeline(directory)
-    return directory
+    """The suite's `trained` model, saved with the paper's decoding (beam 4, alpha 0.6)."""
+    return save_trained_translation_model(tmp_path_factory.mktemp("trained") / "model", trained)
 
 
 @pytest.fixture(scope="module")
