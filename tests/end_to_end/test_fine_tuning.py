@@ -68,9 +68,22 @@ def marian_dir(tmp_path_factory, multi30k_dir) -> Path:
     return folder / "model"
 
 
-def marian_args(marian_dir: Path, multi30k_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+@pytest.fixture(scope="module")
+def flat_dataset(tmp_path_factory, multi30k_dir) -> Path:
+    """Multi30k pairs as a local dataset folder in bentrevett/multi30k's layout: data/{train,validation,test}.parquet
+    with one text column per language (`en`, `de`), found by the language codes."""
+    import datasets
+
+    folder = tmp_path_factory.mktemp("flat_multi30k")
+    for split, stem, count in (("train", "train", 64), ("validation", "val", 8), ("test", "test_2016_flickr", 8)):
+        columns = {lang: read_multi30k(multi30k_dir, stem, lang, count) for lang in ("en", "de")}
+        datasets.Dataset.from_dict(columns).to_parquet(str(folder / "data" / f"{split}.parquet"))
+    return folder
+
+
+def marian_args(marian_dir: Path, dataset: Path, output_dir: Path, *extra: str) -> list[str]:
     return [
-        *f"--model_name_or_path {marian_dir} --data_dir {multi30k_dir} --output_dir {output_dir}".split(),
+        *f"--model_name_or_path {marian_dir} --dataset_name {dataset} --output_dir {output_dir}".split(),
         *f"--max_train_samples {TRAIN_PAIRS} --max_tokens 4096 --max_steps 2 --logging_steps 1".split(),
         *"--learning_rate 1e-3 --warmup_steps 2 --label_smoothing 0.1 --seed 3 --target_tokens_per_step 4096".split(),
         *"--max_eval_samples 8 --max_test_samples 8 --eval_batch_size 8".split(),
@@ -79,10 +92,10 @@ def marian_args(marian_dir: Path, multi30k_dir: Path, output_dir: Path, *extra: 
 
 
 @pytest.fixture(scope="module")
-def marian_run(marian_dir, multi30k_dir, tmp_path_factory) -> Path:
+def marian_run(marian_dir, flat_dataset, tmp_path_factory) -> Path:
     """Two steps of fine-tuning the tiny Marian model on 16 Multi30k pairs, eps_ls 0.1, validation at the end."""
     out = tmp_path_factory.mktemp("marian_run") / "run"
-    train_in_process(marian_args(marian_dir, multi30k_dir, out))
+    train_in_process(marian_args(marian_dir, flat_dataset, out))
     return out
 
 
@@ -144,7 +157,7 @@ def test_fine_tuned_marian_loads_translates_exports_and_has_a_card(marian_run, t
         assert len(ours) > 3 and result.hypotheses[0] == ours
 
     card = (marian_run / "README.md").read_text()
-    assert "vaswani_transformer" in card and "test_2016_flickr" in card
+    assert "vaswani_transformer" in card and "| test | 8 |" in card  # the dataset's test split, scored
     results = json.loads((marian_run / "train_results.json").read_text())
     assert results["stop_reason"] == "max_steps 2"
     assert results["effective_batch"] == {
@@ -164,31 +177,31 @@ def test_fine_tuned_marian_loads_translates_exports_and_has_a_card(marian_run, t
     ],
     ids=["pre_norm_into_post_norm", "architecture", "learning_rate"],
 )
-def test_what_cannot_be_fine_tuned_is_refused(marian_dir, multi30k_dir, tmp_path, extra, message):
+def test_what_cannot_be_fine_tuned_is_refused(marian_dir, flat_dataset, tmp_path, extra, message):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
-        train_in_process(marian_args(marian_dir, multi30k_dir, out, *extra))
+        train_in_process(marian_args(marian_dir, flat_dataset, out, *extra))
     assert not out.exists()
 
 
-def test_another_vocabulary_and_no_learning_rate_are_refused(marian_dir, multi30k_dir, small_tokenizer, tmp_path):
+def test_another_vocabulary_and_no_learning_rate_are_refused(marian_dir, flat_dataset, small_tokenizer, tmp_path):
     small_tokenizer.save_pretrained(tmp_path / "bpe")
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"vocabulary mismatch: the tokenizer of .*bpe has 1000 tokens"):
-        train_in_process(marian_args(marian_dir, multi30k_dir, out, "--tokenizer_name", str(tmp_path / "bpe")))
-    argv = marian_args(marian_dir, multi30k_dir, out)
+        train_in_process(marian_args(marian_dir, flat_dataset, out, "--tokenizer_name", str(tmp_path / "bpe")))
+    argv = marian_args(marian_dir, flat_dataset, out)
     del argv[argv.index("--learning_rate") : argv.index("--learning_rate") + 2]
     with pytest.raises(ValueError, match="--learning_rate is needed to fine-tune"):
         train_in_process(argv)
     assert not out.exists()
 
 
-def test_early_stopping_ends_the_run_and_records_why(marian_dir, multi30k_dir, tmp_path):
+def test_early_stopping_ends_the_run_and_records_why(marian_dir, flat_dataset, tmp_path):
     """A learning rate far too high: validation loss only rises after the first validation, so patience 1 stops
     the run at the second, and train_results.json and log.jsonl say why."""
     out = tmp_path / "run"
     extra = "--eval_steps 1 --early_stopping_patience 1 --metric_for_best_model loss --max_steps 20".split()
-    argv = marian_args(marian_dir, multi30k_dir, out, *extra)
+    argv = marian_args(marian_dir, flat_dataset, out, *extra)
     argv[argv.index("--learning_rate") + 1] = "5"
     train_in_process(argv)
     results = json.loads((out / "train_results.json").read_text())
