@@ -69,6 +69,7 @@ def test_case3_evaluate_never_writes_over_the_training_run(run_dir, quick):
     ]
     results = json.loads((out / "results_test_2016_flickr.json").read_text(encoding="utf-8"))
     assert results["split"] == "test_2016_flickr" and results["num_sentences"] == 5 and results["num_beams"] == 1
+    assert results["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto
     assert results["arguments"]["output_dir"] == str(out) and results["arguments"]["max_samples"] == 5
     assert len((out / "hyps_test_2016_flickr.de").read_text(encoding="utf-8").splitlines()) == 5
 
@@ -152,6 +153,8 @@ def test_case3_evaluate_checks_everything_before_writing(run_dir, quick, multi30
         evaluate_cli.main(["--model", str(run_dir), *quick, "--num_beams", "4", "0"])
     with pytest.raises(ValueError, match="^give one of --data_dir, --test_file, --dataset_name"):
         evaluate_cli.main(["--model", str(run_dir), *quick, "--test_file", str(tmp_path / "x.jsonl")])
+    with pytest.raises(ValueError, match="^--device gpu: Expected one of cpu, cuda"):
+        evaluate_cli.main(["--model", str(run_dir), *quick, "--device", "gpu"])
     if not torch.cuda.is_available():  # a device this machine lacks is named before the model is loaded
         with pytest.raises(ValueError, match="^--device cuda: "):
             evaluate_cli.main(["--model", str(run_dir), *quick, "--device", "cuda"])

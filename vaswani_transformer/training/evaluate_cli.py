@@ -9,7 +9,7 @@ The test pairs come from one source, read by `training.data.load_parallel_datase
 files (`--data_dir`, default Multi30k, and the file stem `--test_split`), a JSON-lines or Parquet file
 (`--test_file`), or a `datasets` dataset (`--dataset_name`, `--dataset_config_name`, `--dataset_revision`, the split
 `--test_split`, default "test"), with a `translation` column or the columns `--source_column`/`--target_column`.
-The model runs on `--device` (default: cuda when available, else cpu).
+The model runs on `--device` (default `auto`: cuda when available, else cpu).
 
 Translation and scores are the library's (`evaluation.evaluate_translations`: the model's generation config, §6.1's
 output length, sacreBLEU). `--num_beams` and `--length_penalty` take several values: each combination is translated
@@ -123,10 +123,10 @@ class EvaluationArguments:
     )
     source_lang: str = field(default="en", metadata={"help": "Source language code."})
     target_lang: str = field(default="de", metadata={"help": "Target language code."})
-    device: str | None = field(
-        default=None,
+    device: str = field(
+        default="auto",
         metadata={
-            "help": "torch device to translate on, e.g. cuda, cuda:1, cpu (default: cuda if available, else cpu)."
+            "help": "torch device to translate on, e.g. cuda, cuda:1, cpu or auto: cuda if available, else cpu."
         },
     )
     num_beams: list[int] | None = field(
@@ -257,15 +257,15 @@ def load_evaluation_set(args: EvaluationArguments) -> EvaluationSet:
     return EvaluationSet(split, folder_name, source, sources, references)
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """The torch device `--device` names, checked usable; None picks "cuda" if `torch.cuda.is_available()`, else
+def resolve_device(name: str) -> torch.device:
+    """The torch device `--device` names, checked usable; "auto" picks "cuda" if `torch.cuda.is_available()`, else
     "cpu".
 
     Raises:
         ValueError: `--device <name>: <why>` for a malformed name, or a device this machine or this torch build does
             not have (e.g. cuda on a CPU-only build, cuda:3 with two GPUs).
     """
-    if name is None:
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
