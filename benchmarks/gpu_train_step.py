@@ -36,7 +36,6 @@ from vaswani_transformer.training.recipe import build_optimizer, build_scheduler
 from . import RESULTS_DIR
 from .flops import model_flops_utilization, training_flops
 from .report import environment, machine_name, target, write_report
-from .run import cpu_preset
 from .timing import matmul_peak, synchronize
 
 
@@ -118,6 +117,8 @@ def model_config(name: str, device: str, dry_run: bool) -> tuple[VaswaniTransfor
         )
         return config, False
     if name == "multi30k_cpu":
+        from .run import cpu_preset  # here: benchmarks.run imports `datasets`, which a bare GPU machine may lack
+
         size, _ = cpu_preset(device)
         config = size.config(training=True)
         config._attn_implementation = size.attn_implementation
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
         args = dataclasses.replace(args, warmup_steps=min(args.warmup_steps, 2), batches=min(args.batches, 4))
     elif args.cpu:
         device, models, mode_flag, matmul = "cpu", ["multi30k_cpu"], " --cpu", (2048, 5)
+        from .run import cpu_preset
+
         args = dataclasses.replace(args, max_tokens=cpu_preset("cpu")[1])
     elif not torch.cuda.is_available():
         parser.error("no CUDA device: this benchmark measures one GPU (--cpu or --dry-run run on CPU)")
