@@ -14,6 +14,8 @@ package never import it, so a saved model still loads as remote code where only 
 - `hub`, `model_card`, `bleu_curve`: Hub upload, the model card, the BLEU-against-time plot.
 - CPU speed options the CPU presets turn on (`--cpu_kernels`, `--keep_freed_memory`): `cpu_kernels` (the fast
   dropout kernel; the row-blocked loss is `criterion`'s) and `allocator` (glibc keeps freed memory for reuse).
+- The accelerator's step (`--torch_compile`): `compilation` (forward, loss and backward as one compiled graph with
+  dynamic shapes); the chunked output projection + loss is `criterion`'s `output_chunks`.
 
 The commands: `train` (`vaswani-train`), `evaluate_cli` (`vaswani-evaluate`) and `cli` (the other commands'
 arguments and console scripts), each with a thin script in `training/`; every other module is a library.
