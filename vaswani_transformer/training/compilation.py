@@ -2,9 +2,9 @@
 the backward compiled together by `torch.compile`, for every batch shape at once.
 
 - What is compiled is the criterion's `criterion(model, batch)` (`training.criterion`), not the model's `forward`:
-  the loss joins the graph (its vocabulary-sized softmax, casts and reductions fuse with the output projection's
-  consumers), and evaluation and `generate()` keep running the model eagerly (decoding one token at a time with a
-  growing cache would compile a graph per length). The model, its state-dict keys and what it saves are unchanged.
+  the loss joins the graph (its casts, softmax and reductions over the vocabulary can fuse into few kernels), and
+  evaluation and `generate()` keep running the model eagerly (decoding one token at a time with a growing cache
+  would compile a graph per length). The model, its state-dict keys and what it saves are unchanged.
 - Shapes: `dynamic=True` makes the batch and length dimensions of the batch's tensors symbolic from the first
   compilation on; the parameters stay static. Batch lengths are padded to a multiple of `--pad_to_multiple_of` (8 by
   default), so every batch of the training sampler runs the one graph. One exception: PyTorch specialises a
