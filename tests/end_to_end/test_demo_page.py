@@ -151,8 +151,8 @@ def read_page(driver, count: int) -> tuple[str, list[list[str]]]:
 
 
 def test_demo_page_shows_the_pipelines_n_best_translations_with_scores(
-    app_url, browser, model_dir, real_sentences, tmp_path
-):
+    browser, app_url, model_dir, real_sentences, tmp_path
+):  # the browser first: a missing Chromium is reported before a model is trained and served
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait

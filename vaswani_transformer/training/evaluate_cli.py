@@ -78,7 +78,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATA_DIR_SPLIT = "test_2016_flickr"
 DEFAULT_DATASET_SPLIT = "test"
 # File-name endings of a --test_file, removed to name its results.
-TEST_FILE_SUFFIXES = (".gz", ".jsonl", ".json", ".parquet")
+TEST_FILE_SUFFIXES = (".gz", ".jsonl", ".json", ".parquet", ".csv")
 
 
 @dataclass
@@ -103,7 +103,7 @@ class EvaluationArguments:
         default=None, metadata={"help": "Folder of {split}.{lang}[.gz] text files (the default: Multi30k)."}
     )
     test_file: str | None = field(
-        default=None, metadata={"help": "A JSON-lines (.json/.jsonl) or Parquet (.parquet) file of test pairs."}
+        default=None, metadata={"help": "A data file of test pairs: JSON lines (.jsonl), JSON, Parquet or CSV."}
     )
     dataset_name: str | None = field(
         default=None,
