@@ -107,7 +107,7 @@ class EvaluationArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "A datasets.load_evaluation_setset name (Hub id or local folder), e.g. wmt/wmt14."},
+        metadata={"help": "A datasets.load_dataset name (Hub id or local folder), e.g. wmt/wmt14."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, e.g. de-en."})
     dataset_revision: str | None = field(
