@@ -21,6 +21,7 @@ default 127.0.0.1) and `--server_port` (`GRADIO_SERVER_PORT`, default 7860): whe
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -57,9 +58,17 @@ def load_translator(model: str):
 
     Raises:
         OSError: if `model` is neither a folder holding a saved model nor a Hub model id (from transformers).
+        ValueError: if the pipeline saved with the model cannot return scores (saved by an older version of the
+            package; the message says how to refresh it).
     """
     device = 0 if torch.cuda.is_available() else -1
-    return pipeline("translation", model=model, trust_remote_code=True, device=device)
+    translator = pipeline("translation", model=model, trust_remote_code=True, device=device)
+    if "return_scores" not in inspect.signature(translator._sanitize_parameters).parameters:
+        raise ValueError(
+            f"the translation pipeline saved with {model} cannot return scores (an older version): refresh it with "
+            f"vaswani_transformer.save_translation_pipeline({model!r}) and upload it again (docs/demo.md)"
+        )
+    return translator
 
 
 def n_best(translator, text: str, count: int) -> tuple[str, list[list]]:
