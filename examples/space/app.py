@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Raises:
         SystemExit: with a one-line message when no model is given.
-        OSError: if the model cannot be loaded (`load_translator`).
+        OSError, ValueError: if the model cannot be loaded or cannot return scores (`load_translator`).
     """
     (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(argv)
     if not args.model:
