@@ -237,6 +237,18 @@ def test_the_data_is_named_by_its_hub_id_where_one_holds_the_pair(args, expected
     assert (described["terms"] is not None) == (described["key"] in ("multi30k", "wmt/wmt14"))
 
 
+def test_a_fine_tune_names_its_start(run_dir, tmp_path):
+    """`--model_name_or_path`: a Hub id becomes the `base_model` metadata and a link; a local folder is only named."""
+    run = Path(shutil.copytree(run_dir, tmp_path / "fine_tune"))
+    args = read(run, "training_args.json")
+    for start, base_model in (("Helsinki-NLP/opus-mt-en-de", "Helsinki-NLP/opus-mt-en-de"), (str(run_dir), None)):
+        (run / "training_args.json").write_text(json.dumps({**args, "model_name_or_path": start}) + "\n")
+        card = render_model_card(run)
+        assert card.data.base_model == base_model
+        link = f"[`{start}`](https://huggingface.co/{start})" if base_model else f"a local model (`{start}`)"
+        assert f"Fine-tuned from {link}." in card.text
+
+
 def test_card_of_a_run_without_test_split_or_validation(run_dir, tmp_path):
     """What `--do_test false --eval_steps 0` leaves when train.py renders the card: no results_<split>.json, no
     evaluation record in log.jsonl, train_results.json without scores."""

@@ -317,7 +317,10 @@ def build_model_card(
     args, config = run["args"], run["config"]
     dataset = describe_dataset(args)
     model_name = repo_id or output_dir.resolve().name
+    start = args.get("model_name_or_path")  # a fine-tune's starting model: Hub metadata `base_model` if on the Hub
+    base_model = start if start and not Path(start).exists() and not Path(start).is_absolute() else None
     card_data = ModelCardData(
+        base_model=base_model,
         language=[args["source_lang"], args["target_lang"]],
         license=license,
         library_name="transformers",
@@ -337,6 +340,8 @@ def build_model_card(
         model_ref=repo_id or str(output_dir),
         examples=EXAMPLE_SENTENCES.get(args["source_lang"], ["Hello.", "Good morning."]),
         dataset=dataset,
+        start_model=start,
+        base_model=base_model,
         license=license,
         project_url=project_url(),
         package_version=package_version(),
