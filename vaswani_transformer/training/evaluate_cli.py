@@ -6,7 +6,7 @@
         --length_penalty 0.6 1.0
 
 The test pairs come from one source, read by `training.data.load_parallel_dataset` as in training: a folder of text
-files (`--data_dir`, default Multi30k, and the file stem `--test_split`), a JSON-lines or Parquet file
+files (`--data_dir`, default Multi30k, and the file stem `--test_split`), a JSON-lines, JSON, Parquet or CSV file
 (`--test_file`), or a `datasets` dataset (`--dataset_name`, `--dataset_config_name`, `--dataset_revision`, the split
 `--test_split`, default "test"), with a `translation` column or the columns `--source_column`/`--target_column`.
 The model runs on `--device` (default `auto`: cuda when available, else cpu).
@@ -281,8 +281,8 @@ def decoding_settings(
 ) -> list[tuple[int, float | None]]:
     """The (num_beams, length_penalty) combinations of a sweep, in the order given (beams outer).
 
-    Greedy search (beam 1) is decoded once, with length_penalty None: a length penalty only rescales finished
-    beam hypotheses (transformers' `BeamHypotheses`), so it cannot change greedy output.
+    Greedy search (beam 1) is decoded once, with length_penalty None: a length penalty only rescales the scores of
+    finished beam hypotheses (sum of log-probabilities / length^alpha), so it cannot change greedy output.
 
     Args:
         num_beams: beam sizes (each >= 1).
