@@ -194,5 +194,11 @@ def test_a_prepared_bf16_model_gives_the_criterion_its_autocast_logits():
         torch.testing.assert_close(kept.logits.float(), converted.logits)
         criterion = LabelSmoothedCrossEntropyCriterion(0.1, blocked=True)
         torch.testing.assert_close(criterion(model, batch), kept.loss, atol=1e-5, rtol=1e-5)
+        # The chunked loss calls the bare encoder-decoder, outside the prepared forward: accelerate's autocast is
+        # given to it, and the matrix products then run in bf16 as the prepared forward's do.
+        chunked = LabelSmoothedCrossEntropyCriterion(0.1, output_chunks=2, autocast=accelerator.autocast)
+        torch.testing.assert_close(chunked(model, batch), kept.loss, atol=1e-5, rtol=1e-5)
+        fp32 = LabelSmoothedCrossEntropyCriterion(0.1, output_chunks=2)(model, batch)
+        assert chunked(model, batch) != fp32
     finally:
         AcceleratorState._reset_state(True)
