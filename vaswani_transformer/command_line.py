@@ -29,12 +29,16 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from transformers import HfArgumentParser
 
 
-__all__ = ["DEBUG_FLAG", "USER_ERRORS", "one_line", "parse_arguments", "run"]
+if TYPE_CHECKING:
+    import torch
+
+
+__all__ = ["DEBUG_FLAG", "USER_ERRORS", "one_line", "parse_arguments", "resolve_device", "run"]
 
 USER_ERRORS = (ValueError, OSError, ImportError)
 DEBUG_FLAG = "--debug"
@@ -128,3 +132,24 @@ def run(main: Callable[[list[str]], int | None], argv: Sequence[str] | None = No
         print(f"{name}: error: {one_line(error)} (run with {DEBUG_FLAG} for the traceback)", file=sys.stderr)
         return 2
     return 0 if status is None else int(status)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device a `--device` flag names (vaswani-translate, vaswani-evaluate), checked usable: "auto" picks
+    "cuda" if `torch.cuda.is_available()`, else "cpu".
+
+    Raises:
+        ValueError: `--device <name>: <why>` for a malformed name, or a device this machine or this torch build does
+            not have (e.g. cuda on a CPU-only build, cuda:3 with two GPUs).
+    """
+    import torch  # here, not at the top: the module otherwise needs only the standard library and transformers
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)  # raises for a device that is not there
+    except (RuntimeError, AssertionError) as error:  # AssertionError: "Torch not compiled with CUDA enabled"
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"--device {name}: {cause}") from error
+    return device

@@ -41,7 +41,7 @@ import torch
 from transformers import AutoTokenizer
 
 from .batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
-from .command_line import parse_arguments, run
+from .command_line import parse_arguments, resolve_device, run
 from .decoding_vaswani_transformer import generated_labels, length_penalty_denominator
 from .ensemble import EnsembleModel
 
@@ -164,11 +164,6 @@ def chunks(lines: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def resolve_device(device: str) -> str:
-    """`auto` -> "cuda" when torch sees a GPU, else "cpu"; anything else as given."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 class TorchBackend:

@@ -36,11 +36,10 @@ from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from vaswani_transformer.batching_vaswani_transformer import DEFAULT_MAX_TOKENS
-from vaswani_transformer.command_line import parse_arguments
+from vaswani_transformer.command_line import parse_arguments, resolve_device
 from vaswani_transformer.output_dir import check_not_model_dir, check_output_dir, prepare_output_dir
 from vaswani_transformer.training.data import (
     available_splits,
@@ -69,7 +68,6 @@ __all__ = [
     "load_model_and_tokenizer",
     "load_evaluation_set",
     "main",
-    "resolve_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -255,25 +253,6 @@ def load_evaluation_set(args: EvaluationArguments) -> EvaluationSet:
     source.update(columns)
     sources, references = source_and_target_texts(raw["test"], args.source_lang, args.target_lang, args.max_samples)
     return EvaluationSet(split, folder_name, source, sources, references)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device `--device` names, checked usable; "auto" picks "cuda" if `torch.cuda.is_available()`, else
-    "cpu".
-
-    Raises:
-        ValueError: `--device <name>: <why>` for a malformed name, or a device this machine or this torch build does
-            not have (e.g. cuda on a CPU-only build, cuda:3 with two GPUs).
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-        torch.empty(1, device=device)  # raises for a device that is not there
-    except (RuntimeError, AssertionError) as error:  # AssertionError: "Torch not compiled with CUDA enabled"
-        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"--device {name}: {cause}") from error
-    return device
 
 
 def decoding_settings(
