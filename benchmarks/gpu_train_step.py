@@ -3,7 +3,8 @@
 in the same run, peak memory, compile time, and the loss curves of both (benchmarks/README.md).
 
     python -m benchmarks.gpu_train_step              # one CUDA GPU, about 6 minutes on an H100
-    python -m benchmarks.gpu_train_step --dry-run    # the same code on a tiny model on CPU, in seconds
+    python -m benchmarks.gpu_train_step --dry-run    # the same code on a tiny model on CPU, in seconds (dynamo only;
+                                                     # add --compile_backend inductor for minutes of compiling)
     python -m benchmarks.gpu_train_step --cpu        # the CPU preset's model, 2,048-token batches, on this CPU
 
 Batches are synthetic, made by the training loader's rule: lengths drawn around WMT 2014 EN-DE's (a log-normal with
@@ -63,7 +64,13 @@ class StepArguments:
     warmup_steps: int = dataclasses.field(default=20, metadata={"help": "Untimed steps first (compiling in them)."})
     batches: int = dataclasses.field(default=48, metadata={"help": "Distinct synthetic batches, used in turn."})
     output_chunks: int = dataclasses.field(default=8, metadata={"help": "Row chunks of compiled_chunked."})
-    compile_backend: str = dataclasses.field(default="inductor", metadata={"help": "torch.compile's backend."})
+    compile_backend: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "torch.compile's backend (default: inductor; with --dry-run dynamo alone, 'eager', which checks "
+            "the graph and its recompilations in seconds where inductor takes minutes on a CPU)."
+        },
+    )
     budget_minutes: float = dataclasses.field(
         default=7.5, metadata={"help": "Skip what would start after this many minutes (the run's time limit)."}
     )
@@ -268,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not set(variants) <= set(VARIANTS):
         parser.error(f"--variants must be of {', '.join(VARIANTS)}, got {args.variants}")
     device, models, mode_flag, matmul = "cuda", args.models.split(","), "", (8192, 10)
+    if args.compile_backend is None:
+        args = dataclasses.replace(args, compile_backend="eager" if args.dry_run else "inductor")
     if args.dry_run:
         device, models, mode_flag, matmul = "cpu", ["tiny"], " --dry-run", (256, 2)
         args = dataclasses.replace(args, max_tokens=min(args.max_tokens, 256), steps=min(args.steps, 3))
