@@ -82,3 +82,35 @@ def test_the_backward_compiled_by_aot_autograd_gives_the_eager_gradients():
             torch.testing.assert_close(got, want)
         model.zero_grad()
     assert compiled_graphs() - before == 1
+
+
+@pytest.mark.slow  # AOTAutograd with decompositions and inductor's partitioner (15 s alone, more under load)
+def test_the_compiled_step_keeps_no_fp32_copy_of_the_logits_for_backward():
+    """Under bf16 autocast the eager step saves two fp32 `(tokens, vocab)` tensors for backward (the loss's fp32
+    copy of the logits and its log-probabilities); compiled, with inductor's partitioner (backend
+    "aot_eager_decomp_partition": inductor's decompositions and min-cut partitioning, without its C++/Triton code
+    generation), only the bf16 logits are kept, and with `output_chunks` nothing of that size."""
+    torch.manual_seed(0)
+    model = VaswaniTransformerForConditionalGeneration(tiny_config(encoder_layers=1, decoder_layers=1)).train()
+    batch = padded_batch(4, 16, 24)
+    vocabulary_sized = 4 * 24 * model.config.vocab_size
+
+    def saved_for_backward(criterion) -> list[torch.dtype]:
+        """Dtypes of the tensors of at least tokens x vocab elements that the step saves for its backward."""
+        saved = []
+
+        def pack(tensor):
+            if tensor.numel() >= vocabulary_sized:
+                saved.append(tensor.dtype)
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = criterion(model, batch)
+        loss.backward()
+        return saved
+
+    eager = LabelSmoothedCrossEntropyCriterion(0.1)
+    assert saved_for_backward(eager) == [torch.float32, torch.float32]
+    assert saved_for_backward(compile_criterion(eager, backend="aot_eager_decomp_partition")) == [torch.bfloat16]
+    assert saved_for_backward(LabelSmoothedCrossEntropyCriterion(0.1, output_chunks=4)) == []
