@@ -95,7 +95,11 @@ class _ModelChoice:
     vocab_size: int = field(default=8000, metadata={"help": "BPE vocabulary to train (§5.1; 37000 WMT EN-DE)."})
     min_frequency: int = field(default=2, metadata={"help": "Minimum pair count for a BPE merge."})
     torch_compile: bool = field(
-        default=False, metadata={"help": "torch.compile the model in place (nn.Module.compile)."}
+        default=False,
+        metadata={
+            "help": "Compile the training step (forward, §5.4 loss, backward) with torch.compile and dynamic shapes "
+            "(training.compilation); the model itself stays eager for validation, generate() and saving."
+        },
     )
     attn_implementation: str = field(
         default="sdpa",
