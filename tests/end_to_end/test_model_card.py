@@ -245,7 +245,7 @@ def test_a_fine_tune_names_its_start(run_dir, tmp_path):
         (run / "training_args.json").write_text(json.dumps({**args, "model_name_or_path": start}) + "\n")
         card = render_model_card(run)
         assert card.data.base_model == base_model
-        link = f"[`{start}`](https://huggingface.co/{start})" if base_model else f"a local model (`{start}`)"
+        link = f"[`{start}`](https://huggingface.co/{start})" if base_model else f"a local model (`{run_dir.name}`)"
         assert f"Fine-tuned from {link}." in card.text
 
 

@@ -340,7 +340,7 @@ def build_model_card(
         model_ref=repo_id or str(output_dir),
         examples=EXAMPLE_SENTENCES.get(args["source_lang"], ["Hello.", "Good morning."]),
         dataset=dataset,
-        start_model=start,
+        start_model=start and Path(start).name,  # a local folder by its name: the card goes public
         base_model=base_model,
         license=license,
         project_url=project_url(),
