@@ -136,6 +136,7 @@ def test_fine_tuned_marian_loads_translates_exports_and_has_a_card(marian_run, t
     import ctranslate2
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, MarianTokenizer
 
+    from vaswani_transformer.export import Translator
     from vaswani_transformer.export.conversion import export_ctranslate2
 
     model = AutoModelForSeq2SeqLM.from_pretrained(marian_run, trust_remote_code=True).eval()
@@ -155,6 +156,9 @@ def test_fine_tuned_marian_loads_translates_exports_and_has_a_card(marian_run, t
     for result, ids in zip(results, generated.tolist(), strict=True):
         ours = tokenizer.convert_ids_to_tokens([i for i in ids[1:] if i not in (tokenizer.pad_token_id, 0)])
         assert len(ours) > 3 and result.hypotheses[0] == ours
+    exported = Translator(ct2_dir)  # the package's CTranslate2 front end, with Marian's tokenizer
+    assert isinstance(exported.tokenizer, MarianTokenizer)
+    assert all(exported.translate(sentences))
 
     card = (marian_run / "README.md").read_text()
     assert "vaswani_transformer" in card and "| test | 8 |" in card  # the dataset's test split, scored

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from ..batching_vaswani_transformer import DEFAULT_MAX_TOKENS, length_sorted_batches
+from ..convert import load_tokenizer
 from ..pipeline_translation import TRUNCATION_WARNING, _positive_int
-from ..tokenization_vaswani_transformer_fast import VaswaniTransformerTokenizerFast
 from .conversion import COMMAND, EXPORT_INFO_FILE, import_ctranslate2, vocabulary
 
 
@@ -77,7 +77,7 @@ class Translator:
         self.info = json.loads(info_file.read_text(encoding="utf-8"))
         self.max_positions: int = self.info["max_positions"]
         self.options: dict[str, Any] = self.info["translate_batch"]
-        self.tokenizer = VaswaniTransformerTokenizerFast.from_pretrained(model_dir)
+        self.tokenizer = load_tokenizer(model_dir)  # ours, or the MarianTokenizer of a model converted from Marian
         tokens = vocabulary(self.tokenizer, self.info["vocab_size"])
         self.token_ids = {token: index for index, token in enumerate(tokens)}
         on_cpu = device == "cpu" or (device == "auto" and ctranslate2.get_cuda_device_count() == 0)
