@@ -61,3 +61,17 @@ def test_truncation_gives_the_ids_of_the_tokenizers_own_truncation(multi30k_dir,
         "source_truncated": sum(length > 12 for length in full_sources), "target_truncated": cut_targets,
     }  # fmt: skip
     assert counts["source_truncated"] > 0 and counts["target_truncated"] > 0
+
+
+def test_counts_ignore_truncation_and_padding_left_on_the_tokenizer(small_tokenizer):
+    """The Rust tokenizer keeps the last call's truncation and padding; tokenize_split must not count with them."""
+    dataset = datasets.Dataset.from_dict({"translation": [{"en": "a dog runs on the beach", "de": "ein Hund"}] * 4})
+    expected = tokenize_split(dataset, small_tokenizer, ("en", "de"), (50, 50))[1]
+    try:
+        small_tokenizer(["a dog"], padding="max_length", max_length=60, truncation=True)  # leaves padding to 60
+        assert small_tokenizer.backend_tokenizer.padding is not None
+        kept, counts = tokenize_split(dataset, small_tokenizer, ("en", "de"), (50, 50))
+    finally:
+        small_tokenizer(["a dog"])  # a plain call resets the backend's state for the other tests
+    assert counts == expected == {"pairs": 4, "kept": 4, "empty": 0, "source_too_long": 0, "target_too_long": 0}
+    assert kept["source_length"] == [len(small_tokenizer("a dog runs on the beach")["input_ids"])] * 4

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from accelerate import Accelerator
 from datasets.fingerprint import Hasher
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from vaswani_transformer.training.arguments import DataArguments
@@ -74,7 +75,11 @@ def _encoders(tokenizer: PreTrainedTokenizerBase) -> tuple[Callable, Callable]:
     `MarianTokenizer` encodes targets with its target SentencePiece model (`text_target`).
     """
     if getattr(tokenizer, "is_fast", False):
-        backend = tokenizer.backend_tokenizer
+        # A copy without truncation or padding: the Rust tokenizer keeps the last `__call__`'s (or a saved
+        # tokenizer.json's) truncation and padding settings, which would cut or pad the ids counted here.
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
         encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)  # the fast one: tokenizers >= 0.20
 
         def encode(texts: list[str]) -> list[list[int]]:
