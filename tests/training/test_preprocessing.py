@@ -6,7 +6,7 @@ from __future__ import annotations
 import datasets
 from conftest import read_multi30k
 
-from vaswani_transformer.training.preprocessing import DROP_REASONS, drop_reason, tokenize_split
+from vaswani_transformer.training.preprocessing import DROP_REASONS, _tokenizer_key, drop_reason, tokenize_split
 
 
 def test_kept_pairs_and_counts_follow_drop_reason(multi30k_dir, small_tokenizer):
@@ -67,9 +67,11 @@ def test_counts_ignore_truncation_and_padding_left_on_the_tokenizer(small_tokeni
     """The Rust tokenizer keeps the last call's truncation and padding; tokenize_split must not count with them."""
     dataset = datasets.Dataset.from_dict({"translation": [{"en": "a dog runs on the beach", "de": "ein Hund"}] * 4})
     expected = tokenize_split(dataset, small_tokenizer, ("en", "de"), (50, 50))[1]
+    key = _tokenizer_key(small_tokenizer)  # the datasets cache key of this encoding
     try:
         small_tokenizer(["a dog"], padding="max_length", max_length=60, truncation=True)  # leaves padding to 60
         assert small_tokenizer.backend_tokenizer.padding is not None
+        assert _tokenizer_key(small_tokenizer) == key
         kept, counts = tokenize_split(dataset, small_tokenizer, ("en", "de"), (50, 50))
     finally:
         small_tokenizer(["a dog"])  # a plain call resets the backend's state for the other tests

@@ -67,6 +67,16 @@ def drop_reason(
     return "kept"
 
 
+def _plain_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:
+    """A copy of a fast tokenizer's Rust backend without truncation or padding: the backend keeps the last
+    `__call__`'s (or a saved tokenizer.json's) truncation and padding settings, which would cut or pad the ids
+    counted here and change the cache key of the same encoding."""
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 def _encoders(tokenizer: PreTrainedTokenizerBase) -> tuple[Callable, Callable]:
     """(encode sources, encode targets): each maps a list of texts to lists of token ids ending in `</s>`.
 
@@ -75,11 +85,7 @@ def _encoders(tokenizer: PreTrainedTokenizerBase) -> tuple[Callable, Callable]:
     `MarianTokenizer` encodes targets with its target SentencePiece model (`text_target`).
     """
     if getattr(tokenizer, "is_fast", False):
-        # A copy without truncation or padding: the Rust tokenizer keeps the last `__call__`'s (or a saved
-        # tokenizer.json's) truncation and padding settings, which would cut or pad the ids counted here.
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        backend.no_truncation()
-        backend.no_padding()
+        backend = _plain_backend(tokenizer)
         encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)  # the fast one: tokenizers >= 0.20
 
         def encode(texts: list[str]) -> list[list[int]]:
@@ -93,7 +99,7 @@ def _tokenizer_key(tokenizer: PreTrainedTokenizerBase) -> str:
     """What identifies a tokenizer's encoding in the datasets cache key: a fast one's JSON, else `Hasher.hash` of
     the tokenizer object (a `MarianTokenizer` pickles its SentencePiece models)."""
     if getattr(tokenizer, "is_fast", False):
-        return tokenizer.backend_tokenizer.to_str()
+        return _plain_backend(tokenizer).to_str()
     return Hasher.hash(tokenizer)
 
 
