@@ -39,7 +39,7 @@ from .decoding_vaswani_transformer import (
     prefix_tensor,
     score,
 )
-from .generation_vaswani_transformer import beam_search, unsupported_reason
+from .generation_vaswani_transformer import beam_search, one_row_per_sentence, unsupported_reason
 from .modeling_vaswani_transformer import VaswaniTransformerForConditionalGeneration
 
 
@@ -176,13 +176,7 @@ def ensemble_decoding_loop(
     if mode not in ENSEMBLE_MODES:
         raise ValueError(f"An ensemble decodes with greedy or beam search, not {mode.value} (do_sample=False)")
     rows_per_sentence = generation_config.num_beams
-    shared = dict(model_kwargs)
-    encoder_outputs = model_kwargs["encoder_outputs"]
-    shared["encoder_outputs"] = type(encoder_outputs)(
-        last_hidden_state=encoder_outputs[0][::rows_per_sentence].contiguous()
-    )  # (batch, src_len, d_model): `generate` repeated it per beam
-    if model_kwargs.get("attention_mask") is not None:
-        shared["attention_mask"] = model_kwargs["attention_mask"][::rows_per_sentence]  # (batch, src_len)
+    shared = one_row_per_sentence(model_kwargs, rows_per_sentence, input_ids.shape[0])
     reason = unsupported_reason(model, input_ids, logits_processor, stopping_criteria, generation_config, shared)
     if reason is not None:
         raise ValueError(f"An ensemble cannot decode this call: {reason}")

@@ -347,6 +347,20 @@ def decoding_loop_for(model, args: tuple, kwargs: dict, target_prefix=None) -> C
     return beam_search_loop if prefix is None else functools.partial(beam_search_loop, target_prefix=prefix)
 
 
+def one_row_per_sentence(model_kwargs: dict, beams: int, rows: int) -> dict:
+    """`model_kwargs` with `encoder_outputs` and `attention_mask` kept once per sentence: `generate` repeats them per
+    beam (`(rows, src_len, ...)`, rows = sentences * beams, a sentence's beams adjacent), and the search needs one
+    `(sentences, src_len, ...)` row each. Left as they are when they are not repeated (their rows differ from
+    `rows`)."""
+    shared = dict(model_kwargs)
+    encoder_outputs = model_kwargs.get("encoder_outputs")
+    if encoder_outputs is not None and encoder_outputs[0].shape[0] == rows:
+        shared["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_outputs[0][::beams].contiguous())
+        if model_kwargs.get("attention_mask") is not None:
+            shared["attention_mask"] = model_kwargs["attention_mask"][::beams]  # (sentences, src_len)
+    return shared
+
+
 def beam_search_loop(
     model,
     input_ids: torch.LongTensor,
@@ -373,13 +387,8 @@ def beam_search_loop(
             transformers' loop does not know) on a call that only transformers' loop can run; `target_prefix` has
             not one row per sentence.
     """
-    beams, shared = generation_config.num_beams, dict(model_kwargs)
-    encoder_outputs = model_kwargs.get("encoder_outputs")
-    if encoder_outputs is not None and encoder_outputs[0].shape[0] == input_ids.shape[0]:
-        # `generate` repeated each sentence's encoder output per beam; one row per sentence is enough.
-        shared["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoder_outputs[0][::beams].contiguous())
-        if model_kwargs.get("attention_mask") is not None:
-            shared["attention_mask"] = model_kwargs["attention_mask"][::beams]  # (batch, src_len)
+    beams = generation_config.num_beams
+    shared = one_row_per_sentence(model_kwargs, beams, input_ids.shape[0])
     if target_prefix is not None:
         target_prefix = prefix_tensor(target_prefix, input_ids.shape[0] // beams, input_ids.device)
     reason = unsupported_reason(model, input_ids, logits_processor, stopping_criteria, generation_config, shared)
