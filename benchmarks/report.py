@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import transformers
 
+from vaswani_transformer.training.run_environment import cpu_name
+
 
 __all__ = ["environment", "iqr", "machine_name", "target", "write_report"]
 
@@ -33,7 +35,7 @@ def environment(device: str) -> dict:
     return {
         "machine": machine_name(device),
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "CPU",
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
